@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export DIARY_DATA_DIR ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(DIARY_DATA_DIR)/dagster_home
+
+.PHONY: install run ui test check benchmarks clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+run: install  ## Process the committed example recordings end to end on the embedded defaults
+	$(BIN)/diary run
+
+ui: install  ## Dagster UI + daemon over the same data, landing sensor on
+	$(BIN)/diary ui
+
+test: install  ## The whole test suite, real model on real audio
+	$(BIN)/python -m pytest
+
+check: install  ## Definitions load through dg, as `dg dev` would load them
+	$(BIN)/dg check defs
+
+benchmarks: install
+	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/wer.py
+
+clean:
+	rm -rf data .pytest_cache

@@ -1,0 +1,39 @@
+import time
+
+import dagster as dg
+import polars as pl
+
+from diary_platform.assets.metadata import batch_metadata
+from diary_platform.domain import stages
+from diary_platform.domain.schemas import STATUS_OK
+from diary_platform.partitions import batch_partitions
+from diary_platform.resources import DiaryStorage, NoteWriterResource
+
+PREVIEW_NOTES = 5
+
+
+@dg.asset(
+    partitions_def=batch_partitions,
+    group_name="diary",
+    kinds={"polars", "parquet"},
+    code_version="1",
+    description="A structured diary note per recording (title, summary, events, people, places, to-dos, mood).",
+)
+def diary_notes(
+    context: dg.AssetExecutionContext,
+    transcripts: pl.DataFrame,
+    storage: DiaryStorage,
+    note_writer: NoteWriterResource,
+) -> pl.DataFrame:
+    started = time.perf_counter()
+    table = stages.write_notes(transcripts, note_writer.build(), storage.store)
+    written = table.filter(pl.col("status") == STATUS_OK)
+    preview = "\n\n---\n\n".join(written["markdown"].head(PREVIEW_NOTES).to_list()) or "*No notes in this batch.*"
+    context.add_output_metadata(
+        {
+            **batch_metadata(table, time.perf_counter() - started),
+            "cost_usd": float(table["cost_usd"].sum()),
+            "preview": dg.MetadataValue.md(preview),
+        }
+    )
+    return table

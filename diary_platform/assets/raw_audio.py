@@ -1,0 +1,24 @@
+import time
+
+import dagster as dg
+import polars as pl
+
+from diary_platform.assets.metadata import batch_metadata
+from diary_platform.domain import stages
+from diary_platform.partitions import batch_partitions
+from diary_platform.resources import DiaryStorage
+
+
+@dg.asset(
+    partitions_def=batch_partitions,
+    group_name="diary",
+    kinds={"polars", "parquet"},
+    code_version="1",
+    description="Uploads of one ingest batch, copied into content-addressed storage (landing files stay untouched).",
+)
+def raw_audio(context: dg.AssetExecutionContext, storage: DiaryStorage) -> pl.DataFrame:
+    started = time.perf_counter()
+    manifest = storage.batches.read(context.partition_key)
+    table = stages.ingest(manifest, storage.store)
+    context.add_output_metadata(batch_metadata(table, time.perf_counter() - started))
+    return table

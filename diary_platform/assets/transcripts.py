@@ -1,0 +1,32 @@
+import time
+
+import dagster as dg
+import polars as pl
+
+from diary_platform.assets.metadata import batch_metadata
+from diary_platform.domain import stages
+from diary_platform.domain.transcription import code_version
+from diary_platform.partitions import batch_partitions
+from diary_platform.resources import DiaryStorage, WhisperTranscriber
+from diary_platform.settings import Settings
+
+
+@dg.asset(
+    partitions_def=batch_partitions,
+    group_name="diary",
+    kinds={"polars", "parquet"},
+    code_version=code_version(Settings.from_env().transcriber),
+    description="faster-whisper transcripts with segments, plus .txt/.srt/.vtt/.json files per recording.",
+)
+def transcripts(
+    context: dg.AssetExecutionContext,
+    validated_audio: pl.DataFrame,
+    storage: DiaryStorage,
+    whisper: WhisperTranscriber,
+) -> pl.DataFrame:
+    started = time.perf_counter()
+    transcriber = whisper.transcriber()
+    table = stages.transcribe(validated_audio, transcriber, storage.store)
+    metadata = batch_metadata(table, time.perf_counter() - started, "audio_seconds")
+    context.add_output_metadata({**metadata, "model": transcriber.model_identity})
+    return table

@@ -1,0 +1,98 @@
+"""The `diary` command: process recordings now, open the UI."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from diary_platform.settings import Settings
+
+app = typer.Typer(help="Spoken diary: voice recordings in, transcripts and diary notes out.", no_args_is_help=True)
+console = Console(stderr=True)
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+NOT_RECORDINGS = {".md", ".txt", ".json", ".jsonl", ".license"}
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    """Files as given, and the files under folders (skipping notes and hidden files)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(
+                p
+                for p in sorted(path.rglob("*"))
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in NOT_RECORDINGS
+            )
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise typer.BadParameter(f"{path} does not exist")
+    return files
+
+
+@app.command()
+def run(
+    paths: list[Path] = typer.Argument(None, help="Files or folders to process (default: the bundled examples)."),
+    user: str = typer.Option("default", help="Whose diary these recordings belong to."),
+    data_dir: Path = typer.Option(None, help="Data folder (default: $DIARY_DATA_DIR or ./data)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per recording."),
+) -> None:
+    """Ingest files through the whole asset graph in this process and say where each result is."""
+    if data_dir is not None:
+        os.environ["DIARY_DATA_DIR"] = str(data_dir)
+    from diary_platform.runner import dagster_instance, process_files
+
+    settings = Settings.from_env()
+    files = _expand(paths or [EXAMPLES])
+    instance = dagster_instance(settings)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task(f"hashing {len(files)} files", total=None)
+        report = process_files(
+            files,
+            user,
+            settings,
+            instance,
+            on_batch=lambda key, count: progress.update(task, description=f"batch {key}: {count} recordings"),
+        )
+    out = Console()
+    for result in report.results:
+        if as_json:
+            print(json.dumps(asdict(result), ensure_ascii=False))
+            continue
+        status = result.status if result.new else f"already ingested (batch {result.batch_key})"
+        if result.reason:
+            status += f" [{result.reason}] {result.message}"
+        out.print(f"[bold]{Path(result.file).name}[/bold]  {result.recording_id}  {status}")
+        if result.transcript_path:
+            out.print(f"  transcript: {result.transcript_path}")
+        if result.note_path:
+            out.print(f"  note:       {result.note_path}")
+    quarantined = sum(1 for r in report.new if r.status != "ok")
+    summary = (
+        f"recordings: {len(report.new)} new ({quarantined} quarantined), "
+        f"{len(report.results) - len(report.new)} already ingested · audio {report.audio_seconds:.1f} s · "
+        f"wall {report.wall_seconds:.1f} s · speed {report.speed:.1f}x real time"
+    )
+    (console if as_json else out).print(summary)
+
+
+@app.command()
+def ui(port: int = typer.Option(3000, help="Port of the web UI.")) -> None:
+    """Dagster UI and daemon over the same data folder and instance, with the landing sensor on."""
+    settings = Settings.from_env()
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.data_dir / "dagster_home")))
+    home.mkdir(parents=True, exist_ok=True)
+    settings.landing_dir.mkdir(parents=True, exist_ok=True)
+    console.print(f"landing folder: {settings.landing_dir}  (drop recordings into <user>/ sub-folders)")
+    command = [sys.executable, "-m", "dagster", "dev", "-m", "diary_platform.definitions", "-p", str(port)]
+    raise typer.Exit(subprocess.call(command))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Domain code: plain Python, no Dagster imports, testable on its own."""

@@ -1,0 +1,122 @@
+"""Probing and decoding uploads with PyAV into the 16 kHz mono PCM that Whisper models read.
+
+Decoding happens once per recording: the normalised audio is streamed into a 16-bit WAV and the
+transcription stage reads that file. The samples are exactly what faster-whisper's own
+`decode_audio` would produce (s16 mono 16 kHz from FFmpeg's resampler, scaled to float32).
+"""
+
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from diary_platform.domain.storage import atomic_writer
+
+SAMPLE_RATE = 16_000
+DEFAULT_MAX_DECODED_SECONDS = 4 * 3600.0
+
+
+class AudioRejected(Exception):
+    """A recording that cannot become audio; `reason` is a stable code, the message is for people."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    container: str
+    codec: str
+    source_sample_rate: int
+    channels: int
+    declared_seconds: float | None
+    decoded_seconds: float
+    decode_error: bool
+
+    @property
+    def partial(self) -> bool:
+        """Decoding broke off, or yielded under 90% of what the header declares."""
+        short = self.declared_seconds is not None and self.decoded_seconds < 0.9 * self.declared_seconds
+        return self.decode_error or short
+
+
+def _declared_seconds(container: av.container.InputContainer, stream: av.audio.AudioStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def decode_to_wav(source: Path, target: Path, max_seconds: float = DEFAULT_MAX_DECODED_SECONDS) -> AudioInfo:
+    """Stream-decode `source` into a 16 kHz mono WAV at `target`, never holding the audio in memory.
+
+    Stops as soon as the decoded audio passes `max_seconds` (headers lie, so the limit is enforced on
+    decoded samples). On rejection nothing is left at `target`.
+    """
+    if source.stat().st_size == 0:
+        raise AudioRejected("empty_file", "The file is empty (0 bytes).")
+    try:
+        container = av.open(str(source), mode="r", metadata_errors="ignore")
+    except av.error.FFmpegError as error:
+        raise AudioRejected("undecodable", f"Not a readable audio file: {error}") from error
+    with container, atomic_writer(target) as handle, wave.open(handle, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(SAMPLE_RATE)
+        if not container.streams.audio:
+            raise AudioRejected("no_audio_stream", "The file holds no audio stream.")
+        stream = container.streams.audio[0]
+        resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        max_samples = int(max_seconds * SAMPLE_RATE)
+        decoded = 0
+        decode_error = False
+        frames = container.decode(stream)
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                frame = None
+            except av.error.InvalidDataError:
+                continue
+            except av.error.FFmpegError as error:
+                if decoded == 0:
+                    raise AudioRejected("undecodable", f"The audio could not be decoded: {error}") from error
+                decode_error = True
+                frame = None
+            if frame is not None:
+                frame.pts = None
+            for out in resampler.resample(frame):
+                pcm = out.to_ndarray().reshape(-1).astype("<i2", copy=False)
+                wav.writeframes(pcm.tobytes())
+                decoded += len(pcm)
+            if decoded > max_samples:
+                raise AudioRejected(
+                    "too_long",
+                    f"The audio runs past the {max_seconds / 3600:g} h limit; decoding stopped there.",
+                )
+            if frame is None:
+                break
+        if decoded == 0:
+            raise AudioRejected("no_audio_decoded", "The file decoded to no audio samples.")
+        return AudioInfo(
+            container=container.format.name,
+            codec=stream.codec_context.name,
+            source_sample_rate=stream.codec_context.sample_rate or 0,
+            channels=stream.codec_context.channels or 0,
+            declared_seconds=_declared_seconds(container, stream),
+            decoded_seconds=decoded / SAMPLE_RATE,
+            decode_error=decode_error,
+        )
+
+
+def read_wav(path: Path) -> np.ndarray:
+    with wave.open(str(path), "rb") as wav:
+        if wav.getframerate() != SAMPLE_RATE or wav.getnchannels() != 1 or wav.getsampwidth() != 2:
+            raise ValueError(f"{path} is not 16 kHz mono 16-bit PCM")
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    return pcm.astype(np.float32) / 32768.0

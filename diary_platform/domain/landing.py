@@ -1,0 +1,291 @@
+"""Turning a landing folder into ingest batches, a bounded amount of work at a time.
+
+One `tick` (called by the Dagster sensor, or by tests directly):
+1. re-emits manifests written by an earlier tick that died before its result was committed;
+2. looks at no more than `max_files_scanned` landing entries, resuming where the last tick stopped;
+3. takes a file only when its size and mtime are unchanged since it was last seen (no half-written
+   uploads) and the ledger has not seen it (never the same file twice);
+4. hashes stable files within a byte budget and drops content that was ingested before;
+5. closes batches when full (files or bytes) or when their oldest file has waited long enough.
+
+The cursor holds only bounded state: files waiting to settle, files waiting for a batch to fill,
+where the scan resumes, and the last batch emitted.
+"""
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from diary_platform.domain.batches import BatchItem, BatchManifest, BatchStore, new_batch_key
+from diary_platform.domain.hashing import sha256_file
+from diary_platform.domain.ledger import LandingFileKey, Ledger
+
+DEFAULT_USER = "default"
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_files: int = 16
+    max_bytes: int = 512 * 1024 * 1024
+    max_wait_seconds: float = 30.0
+    max_files_scanned: int = 5000
+    max_bytes_hashed: int = 1024 * 1024 * 1024
+    max_batches_per_tick: int = 64
+
+
+@dataclass
+class LandingCursor:
+    pending: dict[str, list[int]] = field(default_factory=dict)
+    waiting: list[dict] = field(default_factory=list)
+    resume_after: str = ""
+    last_batch: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "LandingCursor":
+        return cls(**json.loads(text)) if text else cls()
+
+
+@dataclass(frozen=True)
+class TickResult:
+    batches: list[BatchManifest]
+    cursor: LandingCursor
+    files_scanned: int
+    duplicates: int
+
+
+def _is_candidate_name(name: str) -> bool:
+    """Hidden and temporary names are how uploaders mark files still being written."""
+    return not name.startswith(".") and not name.endswith((".part", ".tmp", ".crdownload"))
+
+
+def _walk_sorted(root: Path, relative: tuple[str, ...] = ()) -> Iterator[tuple[str, os.DirEntry]]:
+    """Regular files under `root` in path order, lazily, never following symlinks."""
+    try:
+        entries = sorted(os.scandir(root.joinpath(*relative)), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return
+    for entry in entries:
+        if not _is_candidate_name(entry.name) or entry.is_symlink():
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk_sorted(root, (*relative, entry.name))
+        elif entry.is_file(follow_symlinks=False):
+            yield "/".join((*relative, entry.name)), entry
+
+
+def _user_of(relative_path: str) -> str:
+    parts = relative_path.split("/")
+    return parts[0] if len(parts) > 1 else DEFAULT_USER
+
+
+def commit_batch(
+    items: list[BatchItem],
+    now: datetime,
+    batch_store: BatchStore,
+    ledger: Ledger,
+    file_keys: dict[str, LandingFileKey] | None = None,
+) -> BatchManifest | None:
+    """Write the manifest first (the write-ahead log), then claim contents; lost claims drop items."""
+    manifest = BatchManifest(new_batch_key(now, tuple(items)), now.isoformat(), tuple(items))
+    batch_store.write(manifest)
+    kept = [i for i in items if _claim(i, manifest.key, ledger, file_keys)]
+    if len(kept) != len(items):
+        if not kept:
+            batch_store.path(manifest.key).unlink()
+            return None
+        manifest = BatchManifest(manifest.key, manifest.created_at, tuple(kept))
+        batch_store.write(manifest)
+    return manifest
+
+
+def _claim(
+    item: BatchItem, batch_key: str, ledger: Ledger, file_keys: dict[str, LandingFileKey] | None
+) -> bool:
+    claimed = ledger.claim_content(item.content_sha256, batch_key, item.source_path)
+    owner = batch_key if claimed else ledger.content_batch(item.content_sha256)
+    if file_keys and item.source_path in file_keys:
+        ledger.mark_file_taken(file_keys[item.source_path], item.content_sha256, owner)
+    return claimed or owner == batch_key
+
+
+class LandingScanner:
+    def __init__(
+        self,
+        landing_root: Path,
+        batch_store: BatchStore,
+        ledger: Ledger,
+        limits: BatchLimits,
+        is_emitted: Callable[[str], bool] = lambda key: False,
+    ):
+        self.landing_root = Path(landing_root)
+        self.batch_store = batch_store
+        self.ledger = ledger
+        self.limits = limits
+        self.is_emitted = is_emitted
+
+    def tick(self, cursor: LandingCursor, now: datetime) -> TickResult:
+        recovered = self._recover(cursor, now)
+        pending, stable, scanned, resume_after = self._scan(cursor)
+        waiting, duplicates = self._hash_new(stable, cursor.waiting, now, pending)
+        closed, waiting = self._close_batches(waiting, now)
+        batches = recovered + closed
+        new_cursor = LandingCursor(
+            pending=pending,
+            waiting=waiting,
+            resume_after=resume_after,
+            last_batch=max([b.key for b in batches], default=cursor.last_batch),
+        )
+        return TickResult(batches, new_cursor, scanned, duplicates)
+
+    def _recover(self, cursor: LandingCursor, now: datetime) -> list[BatchManifest]:
+        """Manifests written after the last emitted batch whose partition never got added."""
+        recovered = []
+        for key in self.batch_store.keys_after(cursor.last_batch, since=now):
+            if self.is_emitted(key):
+                continue
+            manifest = self.batch_store.read(key)
+            for item in manifest.items:
+                file_key = self._file_key(item)
+                self.ledger.claim_content(item.content_sha256, key, item.source_path)
+                self.ledger.mark_file_taken(file_key, item.content_sha256, key)
+            recovered.append(manifest)
+        return recovered
+
+    def _file_key(self, item: BatchItem) -> LandingFileKey:
+        return LandingFileKey(item.user, item.relative_path, item.size, item.mtime_ns)
+
+    def _scan(self, cursor: LandingCursor) -> tuple[dict[str, list[int]], list[tuple], int, str]:
+        start = cursor.resume_after
+        waiting_paths = {w["relative_path"] for w in cursor.waiting}
+        seen: dict[str, list[int]] = {}
+        stable: list[tuple] = []
+        scanned = 0
+        last = ""
+        exhausted = True
+        for relative_path, entry in _walk_sorted(self.landing_root):
+            if relative_path <= start:
+                continue
+            if scanned >= self.limits.max_files_scanned:
+                exhausted = False
+                break
+            scanned += 1
+            last = relative_path
+            if relative_path in waiting_paths:
+                continue
+            stat = entry.stat(follow_symlinks=False)
+            observed = [stat.st_size, stat.st_mtime_ns]
+            key = LandingFileKey(_user_of(relative_path), relative_path, *observed)
+            if stat.st_size == 0 or self.ledger.file_taken(key):
+                if stat.st_size == 0:
+                    seen[relative_path] = observed
+                continue
+            if cursor.pending.get(relative_path) == observed:
+                stable.append((relative_path, entry.path, key))
+            else:
+                seen[relative_path] = observed
+        end = last if not exhausted else None
+        untouched = {
+            path: observed
+            for path, observed in cursor.pending.items()
+            if not (path > start and (end is None or path <= end))
+        }
+        return {**untouched, **seen}, stable, scanned, (last if not exhausted else "")
+
+    def _hash_new(
+        self, stable: list[tuple], waiting: list[dict], now: datetime, pending: dict[str, list[int]]
+    ) -> tuple[list[dict], int]:
+        waiting = list(waiting)
+        waiting_hashes = {w["content_sha256"] for w in waiting}
+        hashed_bytes = 0
+        duplicates = 0
+        for relative_path, absolute_path, key in stable:
+            if hashed_bytes and hashed_bytes + key.size > self.limits.max_bytes_hashed:
+                pending[relative_path] = [key.size, key.mtime_ns]
+                continue
+            hashed_bytes += key.size
+            content_sha256 = sha256_file(Path(absolute_path))
+            owner = self.ledger.content_batch(content_sha256)
+            if owner is not None or content_sha256 in waiting_hashes:
+                duplicates += 1
+                self.ledger.mark_file_taken(key, content_sha256, owner)
+                continue
+            waiting_hashes.add(content_sha256)
+            item = BatchItem(key.user, absolute_path, relative_path, key.size, key.mtime_ns, content_sha256)
+            waiting.append({**asdict(item), "ready_at": now.isoformat()})
+        return waiting, duplicates
+
+    def _close_batches(self, waiting: list[dict], now: datetime) -> tuple[list[BatchManifest], list[dict]]:
+        closed: list[BatchManifest] = []
+        queue = sorted(waiting, key=lambda w: w["ready_at"])
+        while queue and len(closed) < self.limits.max_batches_per_tick:
+            oldest_wait = now - datetime.fromisoformat(queue[0]["ready_at"])
+            total_bytes = sum(w["size"] for w in queue)
+            full = len(queue) >= self.limits.max_files or total_bytes >= self.limits.max_bytes
+            if not full and oldest_wait < timedelta(seconds=self.limits.max_wait_seconds):
+                break
+            chunk = list(_take_chunk(queue, self.limits))
+            queue = queue[len(chunk) :]
+            items = [BatchItem(**{k: v for k, v in w.items() if k != "ready_at"}) for w in chunk]
+            file_keys = {i.source_path: self._file_key(i) for i in items}
+            manifest = commit_batch(items, now, self.batch_store, self.ledger, file_keys)
+            if manifest is not None:
+                closed.append(manifest)
+        return closed, queue
+
+
+def _take_chunk(queue: Iterable[dict], limits: BatchLimits) -> Iterator[dict]:
+    """The longest prefix within the file and byte limits, and never an empty batch."""
+    count = 0
+    total = 0
+    for waiting in queue:
+        if count and (count >= limits.max_files or total + waiting["size"] > limits.max_bytes):
+            return
+        count += 1
+        total += waiting["size"]
+        yield waiting
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    path: Path
+    content_sha256: str
+    batch_key: str | None
+
+
+def batch_files(
+    files: list[Path],
+    user: str,
+    now: datetime,
+    batch_store: BatchStore,
+    ledger: Ledger,
+    limits: BatchLimits,
+) -> tuple[list[BatchManifest], list[KnownFile]]:
+    """Batches for files handed over directly (the CLI); content ingested before is returned as known."""
+    fresh: list[dict] = []
+    known: list[KnownFile] = []
+    hashes: set[str] = set()
+    for path in files:
+        stat = path.stat()
+        content_sha256 = sha256_file(path)
+        owner = ledger.content_batch(content_sha256)
+        if owner is not None or content_sha256 in hashes:
+            known.append(KnownFile(path, content_sha256, owner))
+            continue
+        hashes.add(content_sha256)
+        item = BatchItem(user, str(path.resolve()), path.name, stat.st_size, stat.st_mtime_ns, content_sha256)
+        fresh.append(asdict(item))
+    manifests = []
+    while fresh:
+        chunk = list(_take_chunk(fresh, limits))
+        fresh = fresh[len(chunk) :]
+        manifest = commit_batch([BatchItem(**w) for w in chunk], now, batch_store, ledger)
+        if manifest is not None:
+            manifests.append(manifest)
+    resolved = [KnownFile(k.path, k.content_sha256, k.batch_key or ledger.content_batch(k.content_sha256)) for k in known]
+    return manifests, resolved

@@ -1,0 +1,130 @@
+"""The table contracts between stages: one pandera schema per asset, one row per recording.
+
+Every table carries the same identity columns, so a recording can be followed from upload to
+note, and a `status` with a `reason` code and a `message` a person understands, so a recording
+that failed a stage is a row that says why, never a missing row.
+"""
+
+import polars as pl
+import pandera.polars as pa
+
+STATUS_OK = "ok"
+STATUS_QUARANTINED = "quarantined"
+STATUSES = [STATUS_OK, STATUS_QUARANTINED]
+
+SEGMENT = pl.Struct(
+    {
+        "start": pl.Float64,
+        "end": pl.Float64,
+        "text": pl.Utf8,
+        "avg_logprob": pl.Float64,
+        "no_speech_prob": pl.Float64,
+        "compression_ratio": pl.Float64,
+    }
+)
+UTC_TIME = pl.Datetime("us", "UTC")
+NON_NEGATIVE = pa.Check.ge(0)
+
+
+def _identity_columns() -> dict[str, pa.Column]:
+    return {
+        "recording_id": pa.Column(pl.Utf8, pa.Check.str_matches(r"^[0-9a-f]{24}$"), unique=True),
+        "content_sha256": pa.Column(pl.Utf8, pa.Check.str_matches(r"^[0-9a-f]{64}$")),
+        "batch_key": pa.Column(pl.Utf8),
+        "user": pa.Column(pl.Utf8),
+        "recorded_at": pa.Column(UTC_TIME),
+        "status": pa.Column(pl.Utf8, pa.Check.isin(STATUSES)),
+        "reason": pa.Column(pl.Utf8, nullable=True),
+        "message": pa.Column(pl.Utf8, nullable=True),
+    }
+
+
+def _schema(name: str, columns: dict[str, pa.Column]) -> pa.DataFrameSchema:
+    quarantined_has_reason = pa.Check(
+        lambda data: data.lazyframe.select(
+            (pl.col("status") != STATUS_QUARANTINED) | pl.col("reason").is_not_null()
+        ),
+        name="quarantined_rows_have_a_reason",
+    )
+    return pa.DataFrameSchema(
+        {**_identity_columns(), **columns},
+        name=name,
+        strict=True,
+        ordered=False,
+        checks=[quarantined_has_reason],
+    )
+
+
+RAW_AUDIO = _schema(
+    "raw_audio",
+    {
+        "source_path": pa.Column(pl.Utf8),
+        "source_name": pa.Column(pl.Utf8),
+        "original_uri": pa.Column(pl.Utf8, nullable=True),
+        "size_bytes": pa.Column(pl.Int64, NON_NEGATIVE),
+    },
+)
+
+VALIDATED_AUDIO = _schema(
+    "validated_audio",
+    {
+        "original_uri": pa.Column(pl.Utf8, nullable=True),
+        "normalised_uri": pa.Column(pl.Utf8, nullable=True),
+        "container": pa.Column(pl.Utf8, nullable=True),
+        "codec": pa.Column(pl.Utf8, nullable=True),
+        "sample_rate": pa.Column(pl.Int64, NON_NEGATIVE, nullable=True),
+        "channels": pa.Column(pl.Int64, NON_NEGATIVE, nullable=True),
+        "declared_seconds": pa.Column(pl.Float64, NON_NEGATIVE, nullable=True),
+        "duration_seconds": pa.Column(pl.Float64, NON_NEGATIVE, nullable=True),
+        "partial": pa.Column(pl.Boolean, nullable=True),
+        "decode_seconds": pa.Column(pl.Float64, NON_NEGATIVE),
+    },
+)
+
+TRANSCRIPTS = _schema(
+    "transcripts",
+    {
+        "text": pa.Column(pl.Utf8, nullable=True),
+        "language": pa.Column(pl.Utf8, nullable=True),
+        "language_probability": pa.Column(pl.Float64, nullable=True),
+        "segments": pa.Column(pl.List(SEGMENT)),
+        "model": pa.Column(pl.Utf8),
+        "compute_type": pa.Column(pl.Utf8),
+        "audio_seconds": pa.Column(pl.Float64, NON_NEGATIVE),
+        "processing_seconds": pa.Column(pl.Float64, NON_NEGATIVE),
+        "txt_uri": pa.Column(pl.Utf8, nullable=True),
+        "srt_uri": pa.Column(pl.Utf8, nullable=True),
+        "vtt_uri": pa.Column(pl.Utf8, nullable=True),
+        "json_uri": pa.Column(pl.Utf8, nullable=True),
+    },
+)
+
+DIARY_NOTES = _schema(
+    "diary_notes",
+    {
+        "title": pa.Column(pl.Utf8, nullable=True),
+        "summary": pa.Column(pl.Utf8, nullable=True),
+        "events": pa.Column(pl.List(pl.Utf8)),
+        "people": pa.Column(pl.List(pl.Utf8)),
+        "places": pa.Column(pl.List(pl.Utf8)),
+        "todos": pa.Column(pl.List(pl.Utf8)),
+        "mood": pa.Column(pl.Utf8, nullable=True),
+        "markdown": pa.Column(pl.Utf8, nullable=True),
+        "note_uri": pa.Column(pl.Utf8, nullable=True),
+        "provider": pa.Column(pl.Utf8, nullable=True),
+        "model": pa.Column(pl.Utf8, nullable=True),
+        "input_tokens": pa.Column(pl.Int64, NON_NEGATIVE),
+        "output_tokens": pa.Column(pl.Int64, NON_NEGATIVE),
+        "cost_usd": pa.Column(pl.Float64, NON_NEGATIVE),
+        "latency_seconds": pa.Column(pl.Float64, NON_NEGATIVE),
+    },
+)
+
+SCHEMAS = {schema.name: schema for schema in (RAW_AUDIO, VALIDATED_AUDIO, TRANSCRIPTS, DIARY_NOTES)}
+
+
+def table(schema: pa.DataFrameSchema, rows: list[dict]) -> pl.DataFrame:
+    """Build a table from row dicts with the schema's dtypes (an empty batch still has every column) and validate it."""
+    dtypes = {name: column.dtype.type for name, column in schema.columns.items()}
+    frame = pl.DataFrame(rows, schema=dtypes) if rows else pl.DataFrame(schema=dtypes)
+    return schema.validate(frame)

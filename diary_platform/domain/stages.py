@@ -1,0 +1,228 @@
+"""One function per stage: a batch table in, the next batch table out, one row per recording.
+
+A recording that fails a stage keeps its row with status `quarantined`, a reason code and a
+message; later stages pass such rows through untouched, so every table lists every recording.
+"""
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from diary_platform.domain import audio, subtitles
+from diary_platform.domain.batches import BatchManifest
+from diary_platform.domain.hashing import recording_id_for, sha256_file
+from diary_platform.domain.notes import NoteRequest, NoteWriter
+from diary_platform.domain.schemas import (
+    DIARY_NOTES,
+    RAW_AUDIO,
+    STATUS_OK,
+    STATUS_QUARANTINED,
+    TRANSCRIPTS,
+    VALIDATED_AUDIO,
+    table,
+)
+from diary_platform.domain.storage import DataStore, path_from_uri, write_text_atomic
+from diary_platform.domain.transcription import Transcriber
+
+IDENTITY = ["recording_id", "content_sha256", "batch_key", "user", "recorded_at", "status", "reason", "message"]
+
+
+def _identity(row: dict) -> dict:
+    return {column: row[column] for column in IDENTITY}
+
+
+def _quarantine(row: dict, reason: str, message: str) -> dict:
+    return {**_identity(row), "status": STATUS_QUARANTINED, "reason": reason, "message": message}
+
+
+def ingest(manifest: BatchManifest, store: DataStore) -> pl.DataFrame:
+    """Copy each upload into content-addressed storage, checking it still has the content the sensor hashed."""
+    rows = []
+    for item in manifest.items:
+        source = Path(item.source_path)
+        row = {
+            "recording_id": recording_id_for(item.content_sha256),
+            "content_sha256": item.content_sha256,
+            "batch_key": manifest.key,
+            "user": item.user,
+            "recorded_at": datetime.fromtimestamp(item.mtime_ns / 1e9, tz=timezone.utc),
+            "status": STATUS_OK,
+            "reason": None,
+            "message": None,
+            "source_path": item.source_path,
+            "source_name": source.name,
+            "original_uri": None,
+            "size_bytes": item.size,
+        }
+        if not source.is_file():
+            rows.append({**row, **_quarantine(row, "source_missing", f"The upload {source} is gone.")})
+            continue
+        stored, _ = store.store_original(source, item.content_sha256)
+        if sha256_file(stored) != item.content_sha256:
+            stored.unlink()
+            message = f"The upload {source} changed after it was picked up; it will be taken again as new content."
+            rows.append({**row, **_quarantine(row, "source_changed", message)})
+            continue
+        rows.append({**row, "original_uri": stored.as_uri()})
+    return table(RAW_AUDIO, rows)
+
+
+def validate(raw: pl.DataFrame, store: DataStore, max_seconds: float) -> pl.DataFrame:
+    """Decode each original once into normalised 16 kHz audio; what cannot be decoded is quarantined."""
+    rows = []
+    for row in raw.iter_rows(named=True):
+        out = {
+            **_identity(row),
+            "original_uri": row["original_uri"],
+            "normalised_uri": None,
+            "container": None,
+            "codec": None,
+            "sample_rate": None,
+            "channels": None,
+            "declared_seconds": None,
+            "duration_seconds": None,
+            "partial": None,
+            "decode_seconds": 0.0,
+        }
+        if row["status"] != STATUS_OK:
+            rows.append(out)
+            continue
+        started = time.perf_counter()
+        original = path_from_uri(row["original_uri"])
+        target = store.normalised_audio_path(row["content_sha256"])
+        try:
+            info = audio.decode_to_wav(original, target, max_seconds=max_seconds)
+        except audio.AudioRejected as rejected:
+            out.update(_quarantine(row, rejected.reason, rejected.message))
+            out["decode_seconds"] = time.perf_counter() - started
+            rows.append(out)
+            continue
+        out.update(
+            normalised_uri=target.as_uri(),
+            container=info.container,
+            codec=info.codec,
+            sample_rate=info.source_sample_rate,
+            channels=info.channels,
+            declared_seconds=info.declared_seconds,
+            duration_seconds=info.decoded_seconds,
+            partial=info.partial,
+            decode_seconds=time.perf_counter() - started,
+        )
+        if info.partial:
+            out["message"] = (
+                f"Partial: decoded {info.decoded_seconds:.1f} s of the "
+                f"{info.declared_seconds or 0:.1f} s the file declares; kept and transcribed."
+            )
+        rows.append(out)
+    return table(VALIDATED_AUDIO, rows)
+
+
+def transcribe(validated: pl.DataFrame, transcriber: Transcriber, store: DataStore) -> pl.DataFrame:
+    """Transcribe the batch with one loaded model and write the transcript files beside the table."""
+    rows = []
+    config = transcriber.config
+    for row in validated.iter_rows(named=True):
+        out = {
+            **_identity(row),
+            "text": None,
+            "language": None,
+            "language_probability": None,
+            "segments": [],
+            "model": transcriber.model_identity,
+            "compute_type": config.compute_type,
+            "audio_seconds": row["duration_seconds"] or 0.0,
+            "processing_seconds": 0.0,
+            "txt_uri": None,
+            "srt_uri": None,
+            "vtt_uri": None,
+            "json_uri": None,
+        }
+        if row["status"] != STATUS_OK:
+            rows.append(out)
+            continue
+        result = transcriber.transcribe(audio.read_wav(path_from_uri(row["normalised_uri"])))
+        uris = {}
+        for extension, render in subtitles.FORMATS.items():
+            path = store.transcript_path(row["recording_id"], extension)
+            write_text_atomic(path, render(result))
+            uris[f"{extension}_uri"] = path.as_uri()
+        json_path = store.transcript_path(row["recording_id"], "json")
+        write_text_atomic(
+            json_path,
+            subtitles.to_json(result, recording_id=row["recording_id"], model=transcriber.model_identity),
+        )
+        out.update(
+            text=result.text,
+            language=result.language,
+            language_probability=result.language_probability,
+            segments=[
+                {k: getattr(s, k) for k in ("start", "end", "text", "avg_logprob", "no_speech_prob", "compression_ratio")}
+                for s in result.segments
+            ],
+            audio_seconds=result.audio_seconds,
+            processing_seconds=result.processing_seconds,
+            json_uri=json_path.as_uri(),
+            **uris,
+        )
+        rows.append(out)
+    return table(TRANSCRIPTS, rows)
+
+
+def write_notes(transcripts: pl.DataFrame, writer: NoteWriter, store: DataStore) -> pl.DataFrame:
+    rows = []
+    for row in transcripts.iter_rows(named=True):
+        out = {
+            **_identity(row),
+            "title": None,
+            "summary": None,
+            "events": [],
+            "people": [],
+            "places": [],
+            "todos": [],
+            "mood": None,
+            "markdown": None,
+            "note_uri": None,
+            "provider": None,
+            "model": None,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cost_usd": 0.0,
+            "latency_seconds": 0.0,
+        }
+        if row["status"] != STATUS_OK:
+            rows.append(out)
+            continue
+        request = NoteRequest(
+            recording_id=row["recording_id"],
+            user=row["user"],
+            recorded_at=row["recorded_at"],
+            transcript=row["text"] or "",
+            segments=row["segments"],
+        )
+        started = time.perf_counter()
+        note = writer.write(request)
+        markdown = note.to_markdown(row["recorded_at"])
+        path = store.note_path(row["recording_id"])
+        write_text_atomic(path, markdown)
+        out.update(
+            title=note.title,
+            summary=note.summary,
+            events=note.events,
+            people=note.people,
+            places=note.places,
+            todos=note.todos,
+            mood=note.mood,
+            markdown=markdown,
+            note_uri=path.as_uri(),
+            provider=note.provider,
+            model=note.model,
+            input_tokens=note.input_tokens,
+            output_tokens=note.output_tokens,
+            cost_usd=note.cost_usd,
+            latency_seconds=note.latency_seconds or time.perf_counter() - started,
+        )
+        rows.append(out)
+    return table(DIARY_NOTES, rows)
+

@@ -1,0 +1,5 @@
+import dagster as dg
+
+BATCHES = "batches"
+
+batch_partitions = dg.DynamicPartitionsDefinition(name=BATCHES)

@@ -1,0 +1,99 @@
+"""Dagster resources: typed configuration around the domain services, one per concern."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+
+from diary_platform.domain.batches import BatchStore
+from diary_platform.domain.landing import BatchLimits, LandingScanner
+from diary_platform.domain.ledger import Ledger
+from diary_platform.domain.notes import LocalNoteWriter, NoteWriter
+from diary_platform.domain.storage import DataStore
+from diary_platform.domain.transcription import Transcriber, TranscriberConfig
+from diary_platform.settings import Settings
+
+
+class DiaryStorage(dg.ConfigurableResource):
+    """The data folder: originals, normalised audio, transcript files, notes, manifests and ledger."""
+
+    data_dir: str
+
+    @property
+    def store(self) -> DataStore:
+        return DataStore(self.data_dir)
+
+    @property
+    def batches(self) -> BatchStore:
+        return BatchStore(self.store.batches_root)
+
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(self.store.ledger_root)
+
+
+class AudioLimits(dg.ConfigurableResource):
+    max_audio_seconds: float
+
+
+class WhisperTranscriber(dg.ConfigurableResource):
+    """faster-whisper settings; the model itself is loaded once per process and shared by all steps there."""
+
+    model: str
+    device: str
+    compute_type: str
+    beam_size: int
+    batched: bool
+    batch_size: int
+    vad_filter: bool
+    language: str | None
+    word_timestamps: bool
+    cpu_threads: int
+
+    @classmethod
+    def from_config(cls, config: TranscriberConfig) -> "WhisperTranscriber":
+        return cls(**vars(config))
+
+    def transcriber(self) -> Transcriber:
+        return Transcriber(TranscriberConfig(**self.model_dump()))
+
+
+class NoteWriterResource(dg.ConfigurableResource):
+    writer: str = "local"
+
+    def build(self) -> NoteWriter:
+        if self.writer == "local":
+            return LocalNoteWriter()
+        raise ValueError(f"unknown note writer {self.writer!r}; available: local")
+
+
+class LandingFolder(dg.ConfigurableResource):
+    landing_dir: str
+    max_files: int
+    max_bytes: int
+    max_wait_seconds: float
+
+    def scanner(self, storage: DiaryStorage, is_emitted: Callable[[str], bool]) -> LandingScanner:
+        limits = BatchLimits(
+            max_files=self.max_files, max_bytes=self.max_bytes, max_wait_seconds=self.max_wait_seconds
+        )
+        return LandingScanner(Path(self.landing_dir), storage.batches, storage.ledger, limits, is_emitted)
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    from diary_platform.io_manager import ParquetIOManager
+
+    limits = settings.batch_limits
+    return {
+        "storage": DiaryStorage(data_dir=str(settings.data_dir)),
+        "io_manager": ParquetIOManager(data_dir=str(settings.data_dir)),
+        "audio_limits": AudioLimits(max_audio_seconds=settings.max_audio_seconds),
+        "whisper": WhisperTranscriber.from_config(settings.transcriber),
+        "note_writer": NoteWriterResource(writer=settings.note_writer),
+        "landing": LandingFolder(
+            landing_dir=str(settings.landing_dir),
+            max_files=limits.max_files,
+            max_bytes=limits.max_bytes,
+            max_wait_seconds=limits.max_wait_seconds,
+        ),
+    }

@@ -1,0 +1,32 @@
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from diary_platform.domain.landing import LandingCursor
+from diary_platform.jobs import process_batch
+from diary_platform.partitions import BATCHES, batch_partitions
+from diary_platform.resources import DiaryStorage, LandingFolder
+
+
+@dg.sensor(
+    job=process_batch,
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Turns settled uploads in the landing folder into batches: one partition and one run per batch.",
+)
+def landing_sensor(context: dg.SensorEvaluationContext, storage: DiaryStorage, landing: LandingFolder):
+    scanner = landing.scanner(storage, lambda key: context.instance.has_dynamic_partition(BATCHES, key))
+    tick = scanner.tick(LandingCursor.from_json(context.cursor), datetime.now(timezone.utc))
+    keys = [batch.key for batch in tick.batches]
+    context.log.info(
+        f"scanned {tick.files_scanned} files, {len(tick.cursor.pending)} settling, "
+        f"{len(tick.cursor.waiting)} waiting for a batch, {tick.duplicates} duplicates, {len(keys)} new batches"
+    )
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(partition_key=batch.key, run_key=batch.key, tags={"diary/recordings": str(len(batch.items))})
+            for batch in tick.batches
+        ],
+        dynamic_partitions_requests=[batch_partitions.build_add_request(keys)] if keys else [],
+        cursor=tick.cursor.to_json(),
+    )

@@ -181,9 +181,7 @@ class LandingScanner:
             stat = entry.stat(follow_symlinks=False)
             observed = [stat.st_size, stat.st_mtime_ns]
             key = LandingFileKey(_user_of(relative_path), relative_path, *observed)
-            if stat.st_size == 0 or self.ledger.file_taken(key):
-                if stat.st_size == 0:
-                    seen[relative_path] = observed
+            if self.ledger.file_taken(key):
                 continue
             if cursor.pending.get(relative_path) == observed:
                 stable.append((relative_path, entry.path, key))

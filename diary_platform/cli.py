@@ -14,7 +14,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from diary_platform.settings import Settings
 
 app = typer.Typer(help="Spoken diary: voice recordings in, transcripts and diary notes out.", no_args_is_help=True)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOT_RECORDINGS = {".md", ".txt", ".json", ".jsonl", ".license"}
 
@@ -60,7 +60,7 @@ def run(
             instance,
             on_batch=lambda key, count: progress.update(task, description=f"batch {key}: {count} recordings"),
         )
-    out = Console()
+    out = Console(soft_wrap=True)
     for result in report.results:
         if as_json:
             print(json.dumps(asdict(result), ensure_ascii=False))

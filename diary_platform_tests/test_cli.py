@@ -1,0 +1,64 @@
+"""The two commands a new user runs: `make run` twice processes the examples once."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*") if p.suffix in {".flac", ".mp3"})
+
+
+def _files(folder: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(folder)): p.stat().st_size
+        for p in folder.rglob("*")
+        if p.is_file() and "dagster_home" not in p.parts
+    }
+
+
+def _make_run(data_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DIARY_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(data_dir / "dagster_home")}
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = f"{venv_bin}:{env['PATH']}"
+    return subprocess.run(
+        ["make", "--no-print-directory", "run", f"VENV={Path(sys.executable).parent.parent}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_make_run_twice_processes_the_examples_once(tmp_path):
+    data_dir = tmp_path / "data"
+    first = _make_run(data_dir)
+    assert first.returncode == 0, first.stderr
+    assert f"recordings: {len(EXAMPLES)} new (0 quarantined)" in first.stdout
+    for example in EXAMPLES:
+        assert example.name in first.stdout
+    paths = [line.split(":", 1)[1].strip() for line in first.stdout.splitlines() if line.strip().startswith(("transcript:", "note:"))]
+    assert len(paths) == 2 * len(EXAMPLES)
+    assert all(Path(p).is_file() for p in paths)
+    files_after_first = _files(data_dir)
+
+    second = _make_run(data_dir)
+    assert second.returncode == 0, second.stderr
+    assert f"recordings: 0 new (0 quarantined), {len(EXAMPLES)} already ingested" in second.stdout
+    assert _files(data_dir) == files_after_first, "the second run wrote nothing new"
+
+
+def test_diary_run_json_reports_each_recording_and_quarantines_bad_input(tmp_path):
+    bad = tmp_path / "broken.flac"
+    bad.write_bytes(os.urandom(4096))
+    env = {**os.environ, "DIARY_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home")}
+    completed = subprocess.run(
+        [str(Path(sys.executable).parent / "diary"), "run", str(EXAMPLES[0]), str(bad), "--json", "--user", "alice"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr
+    records = {Path(r["file"]).name: r for r in map(json.loads, completed.stdout.splitlines())}
+    good = records[EXAMPLES[0].name]
+    assert good["status"] == "ok" and good["transcript"] and good["note_markdown"].startswith("# ")
+    assert good["timings"]["transcribe_seconds"] > 0
+    assert records["broken.flac"]["status"] == "quarantined"
+    assert records["broken.flac"]["reason"] in {"undecodable", "no_audio_decoded"}
+    assert bad.exists()

@@ -1,0 +1,42 @@
+"""The local note writer: structured, grounded in the transcript, never failing."""
+
+from datetime import datetime, timezone
+
+from diary_platform.domain.notes import LocalNoteWriter, NoteRequest
+
+WHEN = datetime(2026, 11, 26, 18, 30, tzinfo=timezone.utc)
+
+
+def _note(text: str):
+    return LocalNoteWriter().write(NoteRequest("r" * 24, "alice", WHEN, text))
+
+
+def test_a_diary_entry_becomes_a_structured_note():
+    note = _note(
+        "Today I walked to the market and bought fresh bread. In the afternoon I met my sister Anna "
+        "for coffee and we talked about her new job in Berlin. I felt tired but happy when I got home. "
+        "I need to call the dentist tomorrow."
+    )
+    assert note.title.startswith("Today I walked to the market")
+    assert note.people == ["Anna"]
+    assert "Berlin" in note.places and "market" in note.places
+    assert note.todos == ["I need to call the dentist tomorrow"]
+    assert len(note.events) == 3
+    assert note.mood.startswith("mixed")
+    markdown = note.to_markdown(WHEN)
+    assert markdown.startswith("# Today I walked")
+    assert "## To do\n- [ ] I need to call the dentist tomorrow" in markdown
+    assert "Thursday 26 November 2026, 18:30" in markdown
+    assert (note.provider, note.input_tokens, note.cost_usd) == ("local", 0, 0.0)
+
+
+def test_imperative_reminders_are_todos_and_family_are_people():
+    note = _note("Short note. Buy milk and eggs. Send the photos to Grandma.")
+    assert note.todos == ["Buy milk and eggs", "Send the photos to Grandma"]
+    assert note.people == ["Grandma"] and note.places == []
+
+
+def test_an_empty_transcript_still_gets_a_note():
+    note = _note("   ")
+    assert note.title == "No speech recorded"
+    assert note.to_markdown(WHEN).startswith("# No speech recorded")

@@ -1,0 +1,67 @@
+"""Shared by the benchmarks: the eval corpus, a raw faster-whisper baseline and a platform run."""
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from diary_platform.domain import transcription  # noqa: E402
+from diary_platform.evaluation import Reference, read_manifest  # noqa: E402
+
+EVAL = REPO.parent / "shared" / "eval"
+
+
+def corpus(name: str) -> list[Reference]:
+    """A set of ../shared/eval by name, or the committed test clips when ../shared is absent."""
+    manifest = EVAL / name / "manifest.jsonl"
+    if manifest.exists():
+        return read_manifest(manifest)
+    print(f"note: {manifest} not found, using the committed test clips", file=sys.stderr)
+    return read_manifest(REPO / "diary_platform_tests" / "data" / "manifest.jsonl")
+
+
+def raw_transcribe(files: list[Path], config: transcription.TranscriberConfig) -> tuple[list[str], float]:
+    """Plain faster-whisper: load the model once, transcribe each file in turn. Returns texts and wall seconds."""
+    from faster_whisper import WhisperModel
+
+    started = time.perf_counter()
+    location, _ = transcription.resolve_model(config.model)
+    model = WhisperModel(location, device=config.device, compute_type=config.compute_type, cpu_threads=config.cpu_threads)
+    texts = []
+    for path in files:
+        segments, _ = model.transcribe(
+            str(path), language=config.language, beam_size=config.beam_size, vad_filter=config.vad_filter
+        )
+        texts.append(" ".join(s.text.strip() for s in segments).strip())
+    return texts, time.perf_counter() - started
+
+
+def platform_transcribe(files: list[Path]) -> tuple[list[str], float, float]:
+    """One batch through the whole asset graph in this process, on a fresh data folder and instance.
+
+    Returns texts (in file order), wall seconds and audio seconds.
+    """
+    import dagster as dg
+
+    from diary_platform.runner import process_files
+    from diary_platform.settings import Settings
+
+    transcription._models.clear()
+    with tempfile.TemporaryDirectory() as root:
+        os.environ["DIARY_DATA_DIR"] = str(Path(root) / "data")
+        os.environ["DIARY_BATCH_MAX_FILES"] = str(len(files))
+        settings = Settings.from_env()
+        with dg.DagsterInstance.local_temp(root) as instance:
+            report = process_files(files, "bench", settings, instance)
+    by_file = {Path(r.file).resolve(): r for r in report.results}
+    texts = [by_file[path.resolve()].transcript or "" for path in files]
+    return texts, report.wall_seconds, report.audio_seconds
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)

@@ -13,7 +13,11 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from diary_platform.settings import Settings
 
-app = typer.Typer(help="Spoken diary: voice recordings in, transcripts and diary notes out.", no_args_is_help=True)
+app = typer.Typer(
+    help="Spoken diary: voice recordings in, transcripts and diary notes out.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 console = Console(stderr=True, soft_wrap=True)
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOT_RECORDINGS = {".md", ".txt", ".json", ".jsonl", ".license"}
@@ -85,9 +89,10 @@ def run(
 @app.command()
 def ui(port: int = typer.Option(3000, help="Port of the web UI.")) -> None:
     """Dagster UI and daemon over the same data folder and instance, with the landing sensor on."""
+    from diary_platform.runner import dagster_instance
+
     settings = Settings.from_env()
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.data_dir / "dagster_home")))
-    home.mkdir(parents=True, exist_ok=True)
+    dagster_instance(settings)
     settings.landing_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"landing folder: {settings.landing_dir}  (drop recordings into <user>/ sub-folders)")
     command = [sys.executable, "-m", "dagster", "dev", "-m", "diary_platform.definitions", "-p", str(port)]

@@ -1,6 +1,5 @@
 """Processing files now, in this process, through the same asset graph the sensor feeds (used by `diary run`)."""
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,9 +57,7 @@ class RunReport:
 
 def dagster_instance(settings: Settings) -> dg.DagsterInstance:
     """The instance under DAGSTER_HOME, by default a SQLite one inside the data folder."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.data_dir / "dagster_home")))
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
+    config = settings.dagster_home / "dagster.yaml"
     if not config.exists():
         config.write_text("# Local instance: SQLite storage in this folder (Dagster's defaults).\n")
     return dg.DagsterInstance.get()

@@ -11,8 +11,6 @@ from diary_platform.domain.audio import DEFAULT_MAX_DECODED_SECONDS
 from diary_platform.domain.landing import BatchLimits
 from diary_platform.domain.transcription import TranscriberConfig
 
-ENVIRONMENTS = ("local", "k8s")
-
 
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name, "").strip()
@@ -25,7 +23,6 @@ def _flag(name: str, default: bool) -> bool:
 
 @dataclass(frozen=True)
 class Settings:
-    environment: str
     data_dir: Path
     landing_dir: Path
     max_audio_seconds: float
@@ -33,15 +30,18 @@ class Settings:
     transcriber: TranscriberConfig
     note_writer: str
 
+    @property
+    def dagster_home(self) -> Path:
+        """$DAGSTER_HOME, by default a folder in the data folder; set in the environment for Dagster to find."""
+        home = Path(os.environ.setdefault("DAGSTER_HOME", str(self.data_dir / "dagster_home")))
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+
     @classmethod
     def from_env(cls) -> "Settings":
-        environment = _env("DIARY_ENV", "local")
-        if environment not in ENVIRONMENTS:
-            raise ValueError(f"DIARY_ENV must be one of {ENVIRONMENTS}, got {environment!r}")
         data_dir = Path(_env("DIARY_DATA_DIR", "data")).expanduser().resolve()
         language = _env("DIARY_LANGUAGE", "en")
         return cls(
-            environment=environment,
             data_dir=data_dir,
             landing_dir=Path(_env("DIARY_LANDING", str(data_dir / "landing"))).expanduser().resolve(),
             max_audio_seconds=float(_env("DIARY_MAX_AUDIO_SECONDS", str(DEFAULT_MAX_DECODED_SECONDS))),

@@ -3,19 +3,15 @@ import time
 import dagster as dg
 import polars as pl
 
-from diary_platform.assets.metadata import batch_metadata
+from diary_platform.assets.batch_asset import batch_asset, batch_metadata
 from diary_platform.domain import stages
 from diary_platform.domain.schemas import STATUS_OK
-from diary_platform.partitions import batch_partitions
 from diary_platform.resources import DiaryStorage, NoteWriterResource
 
 PREVIEW_NOTES = 5
 
 
-@dg.asset(
-    partitions_def=batch_partitions,
-    group_name="diary",
-    kinds={"polars", "parquet"},
+@batch_asset(
     code_version="1",
     description="A structured diary note per recording (title, summary, events, people, places, to-dos, mood).",
 )

@@ -3,18 +3,14 @@ import time
 import dagster as dg
 import polars as pl
 
-from diary_platform.assets.metadata import batch_metadata
+from diary_platform.assets.batch_asset import batch_asset, batch_metadata
 from diary_platform.domain import stages
 from diary_platform.domain.transcription import code_version
-from diary_platform.partitions import batch_partitions
 from diary_platform.resources import DiaryStorage, WhisperTranscriber
 from diary_platform.settings import Settings
 
 
-@dg.asset(
-    partitions_def=batch_partitions,
-    group_name="diary",
-    kinds={"polars", "parquet"},
+@batch_asset(
     code_version=code_version(Settings.from_env().transcriber),
     description="faster-whisper transcripts with segments, plus .txt/.srt/.vtt/.json files per recording.",
 )

@@ -3,16 +3,12 @@ import time
 import dagster as dg
 import polars as pl
 
-from diary_platform.assets.metadata import batch_metadata
+from diary_platform.assets.batch_asset import batch_asset, batch_metadata
 from diary_platform.domain import stages
-from diary_platform.partitions import batch_partitions
 from diary_platform.resources import AudioLimits, DiaryStorage
 
 
-@dg.asset(
-    partitions_def=batch_partitions,
-    group_name="diary",
-    kinds={"polars", "parquet"},
+@batch_asset(
     code_version="1",
     description="Each recording decoded once to 16 kHz mono; undecodable or empty uploads are quarantined with a reason.",
 )

@@ -39,6 +39,9 @@ def _identity_columns() -> dict[str, pa.Column]:
     }
 
 
+IDENTITY_COLUMNS = list(_identity_columns())
+
+
 def _schema(name: str, columns: dict[str, pa.Column]) -> pa.DataFrameSchema:
     quarantined_has_reason = pa.Check(
         lambda data: data.lazyframe.select(
@@ -121,6 +124,17 @@ DIARY_NOTES = _schema(
 )
 
 SCHEMAS = {schema.name: schema for schema in (RAW_AUDIO, VALIDATED_AUDIO, TRANSCRIPTS, DIARY_NOTES)}
+
+
+def blank_row(schema: pa.DataFrameSchema) -> dict:
+    """The stage's own columns before it has run: nulls, empty lists and zero measurements."""
+
+    def blank(column: pa.Column):
+        if column.nullable:
+            return None
+        return column.dtype.type.to_python()()
+
+    return {name: blank(column) for name, column in schema.columns.items() if name not in IDENTITY_COLUMNS}
 
 
 def table(schema: pa.DataFrameSchema, rows: list[dict]) -> pl.DataFrame:

@@ -16,21 +16,21 @@ from diary_platform.domain.hashing import recording_id_for, sha256_file
 from diary_platform.domain.notes import NoteRequest, NoteWriter
 from diary_platform.domain.schemas import (
     DIARY_NOTES,
+    IDENTITY_COLUMNS,
     RAW_AUDIO,
+    SEGMENT,
     STATUS_OK,
     STATUS_QUARANTINED,
     TRANSCRIPTS,
     VALIDATED_AUDIO,
+    blank_row,
     table,
 )
 from diary_platform.domain.storage import DataStore, path_from_uri, write_text_atomic
 from diary_platform.domain.transcription import Transcriber
 
-IDENTITY = ["recording_id", "content_sha256", "batch_key", "user", "recorded_at", "status", "reason", "message"]
-
-
 def _identity(row: dict) -> dict:
-    return {column: row[column] for column in IDENTITY}
+    return {column: row[column] for column in IDENTITY_COLUMNS}
 
 
 def _quarantine(row: dict, reason: str, message: str) -> dict:
@@ -73,19 +73,7 @@ def validate(raw: pl.DataFrame, store: DataStore, max_seconds: float) -> pl.Data
     """Decode each original once into normalised 16 kHz audio; what cannot be decoded is quarantined."""
     rows = []
     for row in raw.iter_rows(named=True):
-        out = {
-            **_identity(row),
-            "original_uri": row["original_uri"],
-            "normalised_uri": None,
-            "container": None,
-            "codec": None,
-            "sample_rate": None,
-            "channels": None,
-            "declared_seconds": None,
-            "duration_seconds": None,
-            "partial": None,
-            "decode_seconds": 0.0,
-        }
+        out = {**blank_row(VALIDATED_AUDIO), **_identity(row), "original_uri": row["original_uri"]}
         if row["status"] != STATUS_OK:
             rows.append(out)
             continue
@@ -122,22 +110,13 @@ def validate(raw: pl.DataFrame, store: DataStore, max_seconds: float) -> pl.Data
 def transcribe(validated: pl.DataFrame, transcriber: Transcriber, store: DataStore) -> pl.DataFrame:
     """Transcribe the batch with one loaded model and write the transcript files beside the table."""
     rows = []
-    config = transcriber.config
     for row in validated.iter_rows(named=True):
         out = {
+            **blank_row(TRANSCRIPTS),
             **_identity(row),
-            "text": None,
-            "language": None,
-            "language_probability": None,
-            "segments": [],
             "model": transcriber.model_identity,
-            "compute_type": config.compute_type,
+            "compute_type": transcriber.config.compute_type,
             "audio_seconds": row["duration_seconds"] or 0.0,
-            "processing_seconds": 0.0,
-            "txt_uri": None,
-            "srt_uri": None,
-            "vtt_uri": None,
-            "json_uri": None,
         }
         if row["status"] != STATUS_OK:
             rows.append(out)
@@ -157,10 +136,7 @@ def transcribe(validated: pl.DataFrame, transcriber: Transcriber, store: DataSto
             text=result.text,
             language=result.language,
             language_probability=result.language_probability,
-            segments=[
-                {k: getattr(s, k) for k in ("start", "end", "text", "avg_logprob", "no_speech_prob", "compression_ratio")}
-                for s in result.segments
-            ],
+            segments=[{name: getattr(s, name) for name in SEGMENT.to_schema()} for s in result.segments],
             audio_seconds=result.audio_seconds,
             processing_seconds=result.processing_seconds,
             json_uri=json_path.as_uri(),
@@ -173,24 +149,7 @@ def transcribe(validated: pl.DataFrame, transcriber: Transcriber, store: DataSto
 def write_notes(transcripts: pl.DataFrame, writer: NoteWriter, store: DataStore) -> pl.DataFrame:
     rows = []
     for row in transcripts.iter_rows(named=True):
-        out = {
-            **_identity(row),
-            "title": None,
-            "summary": None,
-            "events": [],
-            "people": [],
-            "places": [],
-            "todos": [],
-            "mood": None,
-            "markdown": None,
-            "note_uri": None,
-            "provider": None,
-            "model": None,
-            "input_tokens": 0,
-            "output_tokens": 0,
-            "cost_usd": 0.0,
-            "latency_seconds": 0.0,
-        }
+        out = {**blank_row(DIARY_NOTES), **_identity(row)}
         if row["status"] != STATUS_OK:
             rows.append(out)
             continue

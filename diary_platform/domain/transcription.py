@@ -120,6 +120,7 @@ class Transcriber:
         return self._pipeline
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
+        engine = self._engine()
         started = time.perf_counter()
         options = dict(
             language=self.config.language,
@@ -129,7 +130,7 @@ class Transcriber:
         )
         if self.config.batched:
             options["batch_size"] = self.config.batch_size
-        raw_segments, info = self._engine().transcribe(audio, **options)
+        raw_segments, info = engine.transcribe(audio, **options)
         segments = [
             Segment(
                 start=round(s.start, 3),

@@ -1,13 +1,22 @@
-"""Materialization metadata every stage reports, so the UI shows counts, audio and speed per batch."""
+"""What every batch asset shares: its partitioning and group, and the metadata it reports."""
 
+import dagster as dg
 import polars as pl
 
+from diary_platform.partitions import batch_partitions
+
 from diary_platform.domain.schemas import STATUS_QUARANTINED
+
+
+def batch_asset(**kwargs):
+    """An asset over the `batches` partitions whose value is a polars table stored as Parquet."""
+    return dg.asset(partitions_def=batch_partitions, group_name="diary", kinds={"polars", "parquet"}, **kwargs)
 
 
 def batch_metadata(table: pl.DataFrame, wall_seconds: float, audio_column: str | None = None) -> dict:
     quarantined = table.filter(pl.col("status") == STATUS_QUARANTINED)
     metadata: dict = {
+        "dagster/row_count": table.height,
         "recordings": table.height,
         "failures": quarantined.height,
         "processing_seconds": round(wall_seconds, 3),

@@ -160,6 +160,17 @@ def test_thousands_of_files_give_bounded_ticks_and_all_get_taken(tmp_path):
         assert landing.taken(landing.tick()) == []
 
 
+def test_a_resumed_scan_neither_skips_nor_repeats_files_whatever_their_names(tmp_path):
+    landing = Landing(tmp_path, max_files=100, max_files_scanned=2, max_wait_seconds=0)
+    names = ["a-b.wav", "a/x.wav", "a/y.wav", "a.wav", "b/c/d.wav", "b/c-d.wav", "Z é.wav", "b0.wav"]
+    for index, name in enumerate(names):
+        landing.write(f"alice/{name}", bytes([index]) * 4)
+    taken = []
+    for _ in range(12):
+        taken += landing.taken(landing.tick())
+    assert sorted(taken) == sorted(f"alice/{name}" for name in names)
+
+
 def test_a_batch_written_by_a_tick_that_died_is_emitted_by_the_next(landing):
     landing.write("alice/a.wav", b"a")
     landing.tick()

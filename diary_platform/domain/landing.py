@@ -65,9 +65,16 @@ def _is_candidate_name(name: str) -> bool:
 
 
 def _walk_sorted(root: Path, relative: tuple[str, ...] = ()) -> Iterator[tuple[str, os.DirEntry]]:
-    """Regular files under `root` in path order, lazily, never following symlinks."""
+    """Regular files under `root` in the string order of their relative paths, lazily, never following symlinks.
+
+    A folder sorts as its name plus "/", so `a-b` comes before `a/x` exactly as the strings compare;
+    the scan's resume point relies on that.
+    """
     try:
-        entries = sorted(os.scandir(root.joinpath(*relative)), key=lambda e: e.name)
+        entries = sorted(
+            os.scandir(root.joinpath(*relative)),
+            key=lambda e: e.name + "/" if e.is_dir(follow_symlinks=False) else e.name,
+        )
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return
     for entry in entries:

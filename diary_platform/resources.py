@@ -6,9 +6,11 @@ from pathlib import Path
 import dagster as dg
 
 from diary_platform.domain.batches import BatchStore
+from diary_platform.domain.guards import GuardConfig
 from diary_platform.domain.landing import BatchLimits, LandingScanner
 from diary_platform.domain.ledger import Ledger
 from diary_platform.domain.notes import LocalNoteWriter, NoteWriter
+from diary_platform.domain.sandbox import DecodeSandbox, SandboxLimits
 from diary_platform.domain.storage import DataStore
 from diary_platform.domain.transcription import Transcriber, TranscriberConfig
 from diary_platform.settings import Settings
@@ -32,8 +34,27 @@ class DiaryStorage(dg.ConfigurableResource):
         return Ledger(self.store.ledger_root)
 
 
-class AudioLimits(dg.ConfigurableResource):
-    max_audio_seconds: float
+class DecodeLimits(dg.ConfigurableResource):
+    """Limits the decode sandbox enforces on every upload (raise one and re-drive the quarantine)."""
+
+    max_file_bytes: int
+    max_decoded_seconds: float
+    max_wall_seconds: float
+    max_memory_bytes: int
+
+    def sandbox(self) -> DecodeSandbox:
+        return DecodeSandbox(SandboxLimits(**self.model_dump()))
+
+
+class TranscriptGuards(dg.ConfigurableResource):
+    compression_ratio_threshold: float
+    log_prob_threshold: float
+    no_speech_threshold: float
+    max_phrase_repeats: int
+    max_phrase_words: int
+
+    def config(self) -> GuardConfig:
+        return GuardConfig(**self.model_dump())
 
 
 class WhisperTranscriber(dg.ConfigurableResource):
@@ -48,6 +69,7 @@ class WhisperTranscriber(dg.ConfigurableResource):
     vad_filter: bool
     language: str | None
     word_timestamps: bool
+    hallucination_silence_threshold: float | None
     cpu_threads: int
 
     @classmethod
@@ -87,8 +109,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
     return {
         "storage": DiaryStorage(data_dir=str(settings.data_dir)),
         "io_manager": ParquetIOManager(data_dir=str(settings.data_dir)),
-        "audio_limits": AudioLimits(max_audio_seconds=settings.max_audio_seconds),
+        "decode_limits": DecodeLimits(**vars(settings.decode_limits)),
         "whisper": WhisperTranscriber.from_config(settings.transcriber),
+        "guards": TranscriptGuards(**vars(settings.guards)),
         "note_writer": NoteWriterResource(writer=settings.note_writer),
         "landing": LandingFolder(
             landing_dir=str(settings.landing_dir),

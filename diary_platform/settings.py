@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diary_platform.domain.audio import DEFAULT_MAX_DECODED_SECONDS
+from diary_platform.domain.guards import GuardConfig
 from diary_platform.domain.landing import BatchLimits
+from diary_platform.domain.sandbox import SandboxLimits
 from diary_platform.domain.transcription import TranscriberConfig
 
 
@@ -21,13 +23,19 @@ def _flag(name: str, default: bool) -> bool:
     return _env(name, str(default)).lower() in {"1", "true", "yes", "on"}
 
 
+def _optional_float(name: str) -> float | None:
+    value = _env(name, "")
+    return float(value) if value else None
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
     landing_dir: Path
-    max_audio_seconds: float
+    decode_limits: SandboxLimits
     batch_limits: BatchLimits
     transcriber: TranscriberConfig
+    guards: GuardConfig
     note_writer: str
 
     @property
@@ -44,7 +52,12 @@ class Settings:
         return cls(
             data_dir=data_dir,
             landing_dir=Path(_env("DIARY_LANDING", str(data_dir / "landing"))).expanduser().resolve(),
-            max_audio_seconds=float(_env("DIARY_MAX_AUDIO_SECONDS", str(DEFAULT_MAX_DECODED_SECONDS))),
+            decode_limits=SandboxLimits(
+                max_file_bytes=int(_env("DIARY_MAX_FILE_BYTES", str(500 * 1024 * 1024))),
+                max_decoded_seconds=float(_env("DIARY_MAX_AUDIO_SECONDS", str(DEFAULT_MAX_DECODED_SECONDS))),
+                max_wall_seconds=float(_env("DIARY_DECODE_TIMEOUT_SECONDS", "600")),
+                max_memory_bytes=int(_env("DIARY_DECODE_MEMORY_BYTES", str(2 * 1024 * 1024 * 1024))),
+            ),
             batch_limits=BatchLimits(
                 max_files=int(_env("DIARY_BATCH_MAX_FILES", "16")),
                 max_bytes=int(_env("DIARY_BATCH_MAX_BYTES", str(512 * 1024 * 1024))),
@@ -60,7 +73,14 @@ class Settings:
                 vad_filter=_flag("DIARY_VAD", True),
                 language=None if language == "auto" else language,
                 word_timestamps=_flag("DIARY_WORD_TIMESTAMPS", False),
+                hallucination_silence_threshold=_optional_float("DIARY_HALLUCINATION_SILENCE_THRESHOLD"),
                 cpu_threads=int(_env("DIARY_CPU_THREADS", "0")),
+            ),
+            guards=GuardConfig(
+                compression_ratio_threshold=float(_env("DIARY_GUARD_COMPRESSION_RATIO", "2.4")),
+                log_prob_threshold=float(_env("DIARY_GUARD_LOG_PROB", "-1.0")),
+                no_speech_threshold=float(_env("DIARY_GUARD_NO_SPEECH", "0.6")),
+                max_phrase_repeats=int(_env("DIARY_GUARD_MAX_REPEATS", "3")),
             ),
             note_writer=_env("DIARY_NOTE_WRITER", "local"),
         )

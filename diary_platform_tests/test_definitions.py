@@ -12,6 +12,7 @@ from pandera.errors import SchemaError
 
 from diary_platform.definitions import defs
 from diary_platform.domain import schemas
+from diary_platform.domain.guards import GuardConfig
 from diary_platform.domain.transcription import TranscriberConfig, code_version
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,7 +53,10 @@ def test_transcripts_code_version_changes_with_the_model_and_compute_type(tmp_pa
     (model_dir / "model.bin").write_bytes(b"weights")
     assert "my-model@" in code_version(TranscriberConfig(model=str(model_dir)))
     asset = defs.resolve_assets_def("transcripts")
-    assert asset.code_versions_by_key[dg.AssetKey("transcripts")] == base
+    assert asset.code_versions_by_key[dg.AssetKey("transcripts")] == code_version(TranscriberConfig(), GuardConfig())
+    assert code_version(TranscriberConfig(), GuardConfig(compression_ratio_threshold=2.0)) != code_version(
+        TranscriberConfig(), GuardConfig()
+    )
 
 
 def _transcript_row(**overrides):
@@ -60,7 +64,7 @@ def _transcript_row(**overrides):
         "recording_id": "a" * 24, "content_sha256": "a" * 64, "batch_key": "20261126T090000Z-abcdef01",
         "user": "alice", "recorded_at": datetime(2026, 11, 26, tzinfo=timezone.utc), "status": "ok",
         "reason": None, "message": None, "text": "hello", "language": "en", "language_probability": 1.0,
-        "segments": [], "model": "m", "compute_type": "int8", "audio_seconds": 1.0, "processing_seconds": 0.1,
+        "segments": [], "dropped_segments": [], "avg_logprob": None, "model": "m", "compute_type": "int8", "audio_seconds": 1.0, "processing_seconds": 0.1,
         "txt_uri": None, "srt_uri": None, "vtt_uri": None, "json_uri": None,
     }
     return {**row, **overrides}

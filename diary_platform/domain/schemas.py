@@ -22,7 +22,9 @@ SEGMENT = pl.Struct(
         "compression_ratio": pl.Float64,
     }
 )
+DROPPED_SEGMENT = pl.Struct({"start": pl.Float64, "end": pl.Float64, "text": pl.Utf8, "guard": pl.Utf8})
 UTC_TIME = pl.Datetime("us", "UTC")
+RATIO = pa.Check.in_range(0, 1)
 NON_NEGATIVE = pa.Check.ge(0)
 
 
@@ -80,6 +82,15 @@ VALIDATED_AUDIO = _schema(
         "declared_seconds": pa.Column(pl.Float64, NON_NEGATIVE, nullable=True),
         "duration_seconds": pa.Column(pl.Float64, NON_NEGATIVE, nullable=True),
         "partial": pa.Column(pl.Boolean, nullable=True),
+        "bitrate": pa.Column(pl.Int64, NON_NEGATIVE, nullable=True),
+        "peak_dbfs": pa.Column(pl.Float64, pa.Check.le(0), nullable=True),
+        "rms_dbfs": pa.Column(pl.Float64, pa.Check.le(0), nullable=True),
+        "clipping_ratio": pa.Column(pl.Float64, RATIO, nullable=True),
+        "silence_ratio": pa.Column(pl.Float64, RATIO, nullable=True),
+        "speech_ratio": pa.Column(pl.Float64, RATIO, nullable=True),
+        "snr_db": pa.Column(pl.Float64, nullable=True),
+        "quality_score": pa.Column(pl.Float64, RATIO, nullable=True),
+        "warnings": pa.Column(pl.List(pl.Utf8)),
         "decode_seconds": pa.Column(pl.Float64, NON_NEGATIVE),
     },
 )
@@ -91,6 +102,8 @@ TRANSCRIPTS = _schema(
         "language": pa.Column(pl.Utf8, nullable=True),
         "language_probability": pa.Column(pl.Float64, nullable=True),
         "segments": pa.Column(pl.List(SEGMENT)),
+        "dropped_segments": pa.Column(pl.List(DROPPED_SEGMENT)),
+        "avg_logprob": pa.Column(pl.Float64, pa.Check.le(0), nullable=True),
         "model": pa.Column(pl.Utf8),
         "compute_type": pa.Column(pl.Utf8),
         "audio_seconds": pa.Column(pl.Float64, NON_NEGATIVE),

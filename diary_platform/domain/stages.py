@@ -5,6 +5,7 @@ message; later stages pass such rows through untouched, so every table lists eve
 """
 
 import time
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import polars as pl
 
 from diary_platform.domain import audio, subtitles
 from diary_platform.domain.batches import BatchManifest
+from diary_platform.domain.guards import GuardConfig, apply_guards
 from diary_platform.domain.hashing import recording_id_for, sha256_file
 from diary_platform.domain.notes import NoteRequest, NoteWriter
 from diary_platform.domain.schemas import (
@@ -27,7 +29,8 @@ from diary_platform.domain.schemas import (
     table,
 )
 from diary_platform.domain.storage import DataStore, path_from_uri, write_text_atomic
-from diary_platform.domain.transcription import Transcriber
+from diary_platform.domain.sandbox import DecodeSandbox
+from diary_platform.domain.transcription import Transcriber, Transcript
 
 def _identity(row: dict) -> dict:
     return {column: row[column] for column in IDENTITY_COLUMNS}
@@ -69,8 +72,11 @@ def ingest(manifest: BatchManifest, store: DataStore) -> pl.DataFrame:
     return table(RAW_AUDIO, rows)
 
 
-def validate(raw: pl.DataFrame, store: DataStore, max_seconds: float) -> pl.DataFrame:
-    """Decode each original once into normalised 16 kHz audio; what cannot be decoded is quarantined."""
+def validate(raw: pl.DataFrame, store: DataStore, sandbox: DecodeSandbox) -> pl.DataFrame:
+    """Decode each original once, in the sandbox, into normalised 16 kHz audio, and measure it.
+
+    What cannot be decoded, or breaks a limit, is quarantined with its reason; the original stays.
+    """
     rows = []
     for row in raw.iter_rows(named=True):
         out = {**blank_row(VALIDATED_AUDIO), **_identity(row), "original_uri": row["original_uri"]}
@@ -78,25 +84,27 @@ def validate(raw: pl.DataFrame, store: DataStore, max_seconds: float) -> pl.Data
             rows.append(out)
             continue
         started = time.perf_counter()
-        original = path_from_uri(row["original_uri"])
         target = store.normalised_audio_path(row["content_sha256"])
         try:
-            info = audio.decode_to_wav(original, target, max_seconds=max_seconds)
+            decoded = sandbox.decode(path_from_uri(row["original_uri"]), target)
         except audio.AudioRejected as rejected:
             out.update(_quarantine(row, rejected.reason, rejected.message))
             out["decode_seconds"] = time.perf_counter() - started
             rows.append(out)
             continue
+        info, measured = decoded.info, decoded.measurements
         out.update(
             normalised_uri=target.as_uri(),
             container=info.container,
             codec=info.codec,
             sample_rate=info.source_sample_rate,
             channels=info.channels,
+            bitrate=info.bitrate,
             declared_seconds=info.declared_seconds,
             duration_seconds=info.decoded_seconds,
             partial=info.partial,
             decode_seconds=time.perf_counter() - started,
+            **asdict(measured),
         )
         if info.partial:
             out["message"] = (
@@ -107,8 +115,14 @@ def validate(raw: pl.DataFrame, store: DataStore, max_seconds: float) -> pl.Data
     return table(VALIDATED_AUDIO, rows)
 
 
-def transcribe(validated: pl.DataFrame, transcriber: Transcriber, store: DataStore) -> pl.DataFrame:
-    """Transcribe the batch with one loaded model and write the transcript files beside the table."""
+def transcribe(
+    validated: pl.DataFrame, transcriber: Transcriber, guards: GuardConfig, store: DataStore
+) -> pl.DataFrame:
+    """Transcribe the batch with one loaded model, drop what the guards catch, write the transcript files.
+
+    Audio in which the VAD heard no speech is not shown to the model at all: silence and noise are
+    where Whisper models invent sentences.
+    """
     rows = []
     for row in validated.iter_rows(named=True):
         out = {
@@ -121,7 +135,12 @@ def transcribe(validated: pl.DataFrame, transcriber: Transcriber, store: DataSto
         if row["status"] != STATUS_OK:
             rows.append(out)
             continue
-        result = transcriber.transcribe(audio.read_wav(path_from_uri(row["normalised_uri"])))
+        if not row["speech_ratio"]:
+            result = Transcript("", "", 0.0, [], row["duration_seconds"], 0.0)
+        else:
+            result = transcriber.transcribe(audio.read_wav(path_from_uri(row["normalised_uri"])))
+        kept, dropped = apply_guards(result.segments, guards)
+        result = replace(result, segments=kept, text=" ".join(s.text for s in kept if s.text).strip())
         uris = {}
         for extension, render in subtitles.FORMATS.items():
             path = store.transcript_path(row["recording_id"], extension)
@@ -130,13 +149,20 @@ def transcribe(validated: pl.DataFrame, transcriber: Transcriber, store: DataSto
         json_path = store.transcript_path(row["recording_id"], "json")
         write_text_atomic(
             json_path,
-            subtitles.to_json(result, recording_id=row["recording_id"], model=transcriber.model_identity),
+            subtitles.to_json(
+                result,
+                recording_id=row["recording_id"],
+                model=transcriber.model_identity,
+                dropped_segments=[asdict(d) for d in dropped],
+            ),
         )
         out.update(
             text=result.text,
-            language=result.language,
-            language_probability=result.language_probability,
-            segments=[{name: getattr(s, name) for name in SEGMENT.to_schema()} for s in result.segments],
+            language=result.language or None,
+            language_probability=result.language_probability if result.language else None,
+            segments=[{name: getattr(s, name) for name in SEGMENT.to_schema()} for s in kept],
+            dropped_segments=[asdict(d) for d in dropped],
+            avg_logprob=sum(s.avg_logprob for s in kept) / len(kept) if kept else None,
             audio_seconds=result.audio_seconds,
             processing_seconds=result.processing_seconds,
             json_uri=json_path.as_uri(),

@@ -25,6 +25,7 @@ class TranscriberConfig:
     vad_filter: bool = True
     language: str | None = "en"
     word_timestamps: bool = False
+    hallucination_silence_threshold: float | None = None
     cpu_threads: int = 0
 
 
@@ -64,11 +65,11 @@ def resolve_model(model: str) -> tuple[str, str]:
     return model, model
 
 
-def code_version(config: TranscriberConfig) -> str:
+def code_version(config: TranscriberConfig, guards: object = None) -> str:
     """Changes whenever the transcript of the same audio could change, so Dagster marks the asset stale."""
     _, identity = resolve_model(config.model)
     parts = [
-        "transcribe-v1",
+        "transcribe-v2",
         identity,
         config.compute_type,
         f"beam{config.beam_size}",
@@ -76,7 +77,10 @@ def code_version(config: TranscriberConfig) -> str:
         f"vad{int(config.vad_filter)}",
         f"lang-{config.language or 'auto'}",
         f"words{int(config.word_timestamps)}",
+        f"hallucination-silence-{config.hallucination_silence_threshold}",
     ]
+    if guards is not None:
+        parts.append(f"guards-{sorted(vars(guards).items())}")
     return "|".join(parts)
 
 
@@ -130,6 +134,8 @@ class Transcriber:
         )
         if self.config.batched:
             options["batch_size"] = self.config.batch_size
+        elif self.config.word_timestamps and self.config.hallucination_silence_threshold is not None:
+            options["hallucination_silence_threshold"] = self.config.hallucination_silence_threshold
         raw_segments, info = engine.transcribe(audio, **options)
         segments = [
             Segment(

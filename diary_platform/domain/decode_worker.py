@@ -1,0 +1,41 @@
+"""The decode sandbox's child process: one JSON request per line in, one JSON answer per line out.
+
+Runs under the resource limits its parent sets (sandbox.py). Nothing but answers goes to the real
+stdout: whatever a library prints lands on stderr.
+
+    python -m diary_platform.domain.decode_worker
+"""
+
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from diary_platform.domain.audio import AudioRejected, decode_to_wav
+from diary_platform.domain.measurements import LevelMeter, assess, speech_ratio
+
+
+def handle(request: dict) -> dict:
+    source, target = Path(request["source"]), Path(request["target"])
+    meter = LevelMeter()
+    try:
+        info = decode_to_wav(source, target, max_seconds=request["max_seconds"], on_pcm=meter.feed)
+    except AudioRejected as rejected:
+        return {"ok": False, "reason": rejected.reason, "message": rejected.message}
+    except MemoryError:
+        return {"ok": False, "reason": "too_much_memory", "message": "Decoding needed more memory than allowed."}
+    measurements = assess(meter, speech_ratio(target), info.source_sample_rate, info.partial)
+    return {"ok": True, "info": asdict(info), "partial": info.partial, "measurements": asdict(measurements)}
+
+
+def main() -> None:
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    for line in sys.stdin:
+        if line.strip():
+            answers.write(json.dumps(handle(json.loads(line))) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -64,6 +64,10 @@ def run(
             instance,
             on_batch=lambda key, count: progress.update(task, description=f"batch {key}: {count} recordings"),
         )
+    _print_report(report, as_json)
+
+
+def _print_report(report, as_json: bool) -> None:
     out = Console(soft_wrap=True)
     for result in report.results:
         if as_json:
@@ -84,6 +88,41 @@ def run(
         f"wall {report.wall_seconds:.1f} s · speed {report.speed:.1f}x real time"
     )
     (console if as_json else out).print(summary)
+
+
+quarantine_app = typer.Typer(help="Recordings that were rejected, and re-driving them.", no_args_is_help=True)
+app.add_typer(quarantine_app, name="quarantine")
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    reason: list[str] = typer.Option(None, help="Only these reason codes."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per recording."),
+) -> None:
+    """Recordings whose latest attempt was rejected, with the reason and a message a person understands."""
+    from diary_platform.domain.quarantine import list_quarantine
+    from diary_platform.domain.storage import DataStore
+
+    recordings = list_quarantine(DataStore(Settings.from_env().data_dir), set(reason or ()))
+    out = Console(soft_wrap=True)
+    for r in recordings:
+        if as_json:
+            print(json.dumps(asdict(r), default=str, ensure_ascii=False))
+        else:
+            out.print(f"{r.recording_id}  {r.user}/{r.source_name}  batch {r.batch_key}  [{r.reason}] {r.message}")
+    console.print(f"{len(recordings)} quarantined recordings")
+
+
+@quarantine_app.command("redrive")
+def quarantine_redrive(
+    reason: list[str] = typer.Option(None, help="Only these reason codes (default: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per recording."),
+) -> None:
+    """Process the quarantined recordings again, as one new batch, under the current limits."""
+    from diary_platform.runner import dagster_instance, redrive
+
+    settings = Settings.from_env()
+    _print_report(redrive(settings, dagster_instance(settings), set(reason or ())), as_json)
 
 
 @app.command()

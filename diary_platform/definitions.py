@@ -2,21 +2,30 @@
 
 import dagster as dg
 
-from diary_platform.assets.diary_notes import diary_notes
-from diary_platform.assets.raw_audio import raw_audio
-from diary_platform.assets.transcripts import transcripts
-from diary_platform.assets.validated_audio import validated_audio
+from diary_platform.assets.diary_notes import diary_notes, diary_notes_schema
+from diary_platform.assets.raw_audio import raw_audio, raw_audio_schema
+from diary_platform.assets.transcripts import mean_log_probability, transcripts, transcripts_schema
+from diary_platform.assets.validated_audio import quarantine_share, validated_audio, validated_audio_schema
 from diary_platform.jobs import process_batch
 from diary_platform.resources import build_resources
 from diary_platform.sensors.landing_sensor import landing_sensor
 from diary_platform.settings import Settings
 
 batch_assets = [raw_audio, validated_audio, transcripts, diary_notes]
+batch_checks = [
+    raw_audio_schema,
+    validated_audio_schema,
+    quarantine_share,
+    transcripts_schema,
+    mean_log_probability,
+    diary_notes_schema,
+]
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=batch_assets,
+        asset_checks=batch_checks,
         jobs=[process_batch],
         sensors=[landing_sensor],
         resources=build_resources(settings),

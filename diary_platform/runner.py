@@ -9,8 +9,9 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from diary_platform.definitions import batch_assets
+from diary_platform.definitions import batch_assets, batch_checks
 from diary_platform.domain.landing import batch_files
+from diary_platform.domain.quarantine import list_quarantine, redrive_manifest
 from diary_platform.domain.storage import DataStore, path_from_uri
 from diary_platform.partitions import BATCHES
 from diary_platform.resources import build_resources
@@ -102,6 +103,28 @@ def _result(file: Path, batch_key: str, tables: dict, new: bool) -> RecordingRes
     )
 
 
+def _materialize(manifest, settings: Settings, instance: dg.DagsterInstance, resources: dict) -> list[RecordingResult]:
+    instance.add_dynamic_partitions(BATCHES, [manifest.key])
+    dg.materialize(
+        [*batch_assets, *batch_checks], partition_key=manifest.key, instance=instance, resources=resources, run_config=QUIET
+    )
+    rows = _batch_rows(DataStore(settings.data_dir), manifest.key)
+    return [_result(Path(i.source_path), manifest.key, rows.get(i.content_sha256, {}), True) for i in manifest.items]
+
+
+def redrive(
+    settings: Settings, instance: dg.DagsterInstance, reasons: set[str] | None = None
+) -> RunReport:
+    """Process the quarantined recordings again, as one new batch, under the current limits."""
+    started = time.perf_counter()
+    recordings = list_quarantine(DataStore(settings.data_dir), reasons)
+    if not recordings:
+        return RunReport([], time.perf_counter() - started)
+    resources = build_resources(settings)
+    manifest = redrive_manifest(recordings, datetime.now(timezone.utc), resources["storage"].batches)
+    return RunReport(_materialize(manifest, settings, instance, resources), time.perf_counter() - started)
+
+
 def process_files(
     files: list[Path],
     user: str,
@@ -119,13 +142,7 @@ def process_files(
     results: list[RecordingResult] = []
     for manifest in manifests:
         on_batch(manifest.key, len(manifest.items))
-        instance.add_dynamic_partitions(BATCHES, [manifest.key])
-        dg.materialize(
-            batch_assets, partition_key=manifest.key, instance=instance, resources=resources, run_config=QUIET
-        )
-        rows = _batch_rows(store, manifest.key)
-        for item in manifest.items:
-            results.append(_result(Path(item.source_path), manifest.key, rows.get(item.content_sha256, {}), True))
+        results += _materialize(manifest, settings, instance, resources)
     for file in known:
         rows = _batch_rows(store, file.batch_key) if file.batch_key else {}
         results.append(_result(file.path, file.batch_key or "", rows.get(file.content_sha256, {}), False))

@@ -72,7 +72,7 @@ def test_the_duration_limit_is_enforced_on_decoded_audio(tmp_path):
 
 
 def test_an_upload_cut_in_half_is_kept_and_flagged_partial(tmp_path):
-    info = decode_to_wav(DATA / "truncated.mp3", tmp_path / "out.wav")
+    info = decode_to_wav(DATA / "bad" / "truncated.mp3", tmp_path / "out.wav")
     assert info.decoded_seconds == pytest.approx(2.27, abs=0.05)
     assert info.declared_seconds == pytest.approx(4.57, abs=0.05)
     assert info.partial

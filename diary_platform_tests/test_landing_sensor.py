@@ -219,3 +219,15 @@ def test_the_dagster_sensor_adds_partitions_and_one_run_per_batch(tmp_path, monk
             dg.build_sensor_context(instance=instance, cursor=second.cursor, resources=resources)
         )
         assert third.run_requests == []
+
+
+def test_a_symlinked_folder_pointing_outside_the_landing_root_is_refused(landing, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "private.wav").write_bytes(b"private")
+    os.symlink(outside, landing.root / "mallory")
+    landing.write("alice/fine name é.wav", b"ok")
+    landing.tick()
+    result = landing.tick()
+    assert landing.taken(result) == ["alice/fine name é.wav"]
+    assert result.refused == 1

@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from diary_platform.definitions import batch_assets
+from diary_platform.definitions import batch_assets, batch_checks
 from diary_platform.domain.schemas import SCHEMAS
 from diary_platform.domain.storage import DataStore, path_from_uri
 from diary_platform.evaluation import word_error_rate
@@ -56,7 +56,7 @@ def processed(tmp_path_factory, clips):
             assert len(second.run_requests) == 1
             request = second.run_requests[0]
             result = dg.materialize(
-                batch_assets, partition_key=request.partition_key, instance=instance, resources=resources
+                [*batch_assets, *batch_checks], partition_key=request.partition_key, instance=instance, resources=resources
             )
             assert result.success
             yield {
@@ -151,3 +151,15 @@ def test_materializations_report_counts_audio_speed_and_a_note_preview(processed
     assert metadata["validated_audio"]["failure_reasons"].value == {"empty_file": 1, "undecodable": 1}
     assert "# " in metadata["diary_notes"]["preview"].value
     assert metadata["diary_notes"]["path"].value.endswith(f"{processed['batch']}.parquet")
+
+
+def test_asset_checks_ran_on_the_batch(processed):
+    checks = {
+        (e.asset_key.to_user_string(), e.check_name): e
+        for e in processed["result"].get_asset_check_evaluations()
+    }
+    for asset in SCHEMAS:
+        assert checks[(asset, "schema")].passed, asset
+    share = checks[("validated_audio", "quarantine_share")]
+    assert share.passed and share.metadata["quarantined"].value == 2
+    assert checks[("transcripts", "mean_log_probability")].passed

@@ -1,9 +1,18 @@
-"""What every batch asset shares: its partitioning and group, and the metadata it reports."""
+"""What every batch asset shares: its partitioning and group, the metadata it reports, its schema check."""
+
+import warnings
 
 import dagster as dg
+import pandera.polars as pa
 import polars as pl
+from pandera.errors import SchemaErrors
 
 from diary_platform.partitions import batch_partitions
+from diary_platform.resources import DiaryStorage
+
+# Checks partitioned like their assets are a preview feature in Dagster 1.13; they are what lets a
+# check run per batch, so the platform uses them knowingly.
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
 
 from diary_platform.domain.schemas import STATUS_QUARANTINED
 
@@ -29,3 +38,39 @@ def batch_metadata(table: pl.DataFrame, wall_seconds: float, audio_column: str |
         reasons = quarantined.group_by("reason").len().sort("reason")
         metadata["failure_reasons"] = {row["reason"]: row["len"] for row in reasons.iter_rows(named=True)}
     return metadata
+
+
+def stored_table(storage: DiaryStorage, asset_name: str, partition_key: str) -> pl.DataFrame:
+    return pl.read_parquet(storage.store.table_path(asset_name, partition_key))
+
+
+def schema_check(asset_name: str, schema: pa.DataFrameSchema) -> dg.AssetChecksDefinition:
+    """A blocking ERROR check that re-validates the stored table, so nothing downstream reads a broken one."""
+
+    @dg.asset_check(
+        asset=asset_name,
+        name="schema",
+        partitions_def=batch_partitions,
+        blocking=True,
+        description=f"The stored {asset_name} table meets its pandera contract.",
+    )
+    def check(context: dg.AssetCheckExecutionContext, storage: DiaryStorage) -> dg.AssetCheckResult:
+        stored = stored_table(storage, asset_name, context.partition_key)
+        try:
+            schema.validate(stored, lazy=True)
+        except SchemaErrors as errors:
+            cases = errors.failure_cases
+            return dg.AssetCheckResult(
+                passed=False,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={"failures": cases.height, "first_failures": dg.MetadataValue.md(_markdown(cases.head(10)))},
+            )
+        return dg.AssetCheckResult(passed=True, metadata={"rows": stored.height})
+
+    return check
+
+
+def _markdown(frame: pl.DataFrame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns)
+    rows = ["| " + " | ".join(str(value) for value in row) + " |" for row in frame.iter_rows()]
+    return "\n".join([header, *rows])

@@ -3,9 +3,9 @@ import time
 import dagster as dg
 import polars as pl
 
-from diary_platform.assets.batch_asset import batch_asset, batch_metadata
+from diary_platform.assets.batch_asset import batch_asset, batch_metadata, schema_check
 from diary_platform.domain import stages
-from diary_platform.domain.schemas import STATUS_OK
+from diary_platform.domain.schemas import DIARY_NOTES, STATUS_OK
 from diary_platform.resources import DiaryStorage, NoteWriterResource
 
 PREVIEW_NOTES = 5
@@ -33,3 +33,6 @@ def diary_notes(
         }
     )
     return table
+
+
+diary_notes_schema = schema_check("diary_notes", DIARY_NOTES)

@@ -3,8 +3,9 @@ import time
 import dagster as dg
 import polars as pl
 
-from diary_platform.assets.batch_asset import batch_asset, batch_metadata
+from diary_platform.assets.batch_asset import batch_asset, batch_metadata, schema_check
 from diary_platform.domain import stages
+from diary_platform.domain.schemas import RAW_AUDIO
 from diary_platform.resources import DiaryStorage
 
 
@@ -18,3 +19,6 @@ def raw_audio(context: dg.AssetExecutionContext, storage: DiaryStorage) -> pl.Da
     table = stages.ingest(manifest, storage.store)
     context.add_output_metadata(batch_metadata(table, time.perf_counter() - started))
     return table
+
+
+raw_audio_schema = schema_check("raw_audio", RAW_AUDIO)

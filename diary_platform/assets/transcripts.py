@@ -3,11 +3,15 @@ import time
 import dagster as dg
 import polars as pl
 
-from diary_platform.assets.batch_asset import batch_asset, batch_metadata
+from diary_platform.assets.batch_asset import batch_asset, batch_metadata, schema_check, stored_table
 from diary_platform.domain import stages
+from diary_platform.domain.schemas import TRANSCRIPTS
 from diary_platform.domain.transcription import code_version
 from diary_platform.resources import DiaryStorage, TranscriptGuards, WhisperTranscriber
+from diary_platform.partitions import batch_partitions
 from diary_platform.settings import Settings
+
+MIN_MEAN_LOG_PROBABILITY = -1.0
 
 
 @batch_asset(
@@ -31,3 +35,22 @@ def transcripts(
     dropped = int(table["dropped_segments"].list.len().sum())
     context.add_output_metadata({**metadata, "model": transcriber.model_identity, "dropped_segments": dropped})
     return table
+
+
+transcripts_schema = schema_check("transcripts", TRANSCRIPTS)
+
+
+@dg.asset_check(
+    asset="transcripts",
+    partitions_def=batch_partitions,
+    description=f"Mean segment log-probability of the batch at least {MIN_MEAN_LOG_PROBABILITY}: below, the model was guessing.",
+)
+def mean_log_probability(context: dg.AssetCheckExecutionContext, storage: DiaryStorage) -> dg.AssetCheckResult:
+    table = stored_table(storage, "transcripts", context.partition_key)
+    scores = table["avg_logprob"].drop_nulls()
+    mean = float(scores.mean()) if len(scores) else None
+    return dg.AssetCheckResult(
+        passed=mean is None or mean >= MIN_MEAN_LOG_PROBABILITY,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"mean_avg_logprob": mean if mean is not None else float("nan"), "scored_recordings": len(scores)},
+    )

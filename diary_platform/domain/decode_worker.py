@@ -23,8 +23,6 @@ def handle(request: dict) -> dict:
         info = decode_to_wav(source, target, max_seconds=request["max_seconds"], on_pcm=meter.feed)
     except AudioRejected as rejected:
         return {"ok": False, "reason": rejected.reason, "message": rejected.message}
-    except MemoryError:
-        return {"ok": False, "reason": "too_much_memory", "message": "Decoding needed more memory than allowed."}
     measurements = assess(meter, speech_ratio(target), info.source_sample_rate, info.partial)
     return {"ok": True, "info": asdict(info), "partial": info.partial, "measurements": asdict(measurements)}
 
@@ -33,8 +31,13 @@ def main() -> None:
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     for line in sys.stdin:
-        if line.strip():
-            answers.write(json.dumps(handle(json.loads(line))) + "\n")
+        if not line.strip():
+            continue
+        try:
+            answer = handle(json.loads(line))
+        except MemoryError:
+            answer = {"ok": False, "reason": "too_much_memory", "message": "Decoding needed more memory than allowed."}
+        answers.write(json.dumps(answer) + "\n")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ class TickResult:
     cursor: LandingCursor
     files_scanned: int
     duplicates: int
+    refused: int
 
 
 def _is_candidate_name(name: str) -> bool:
@@ -65,7 +66,9 @@ def _is_candidate_name(name: str) -> bool:
 
 
 def _walk_sorted(root: Path, relative: tuple[str, ...] = ()) -> Iterator[tuple[str, os.DirEntry]]:
-    """Regular files under `root` in the string order of their relative paths, lazily, never following symlinks.
+    """Regular files and symlinks under `root` in the string order of their relative paths, lazily.
+
+    Symlinks are yielded (for the scan to refuse and count), never followed.
 
     A folder sorts as its name plus "/", so `a-b` comes before `a/x` exactly as the strings compare;
     the scan's resume point relies on that.
@@ -78,9 +81,11 @@ def _walk_sorted(root: Path, relative: tuple[str, ...] = ()) -> Iterator[tuple[s
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return
     for entry in entries:
-        if not _is_candidate_name(entry.name) or entry.is_symlink():
+        if not _is_candidate_name(entry.name):
             continue
-        if entry.is_dir(follow_symlinks=False):
+        if entry.is_symlink():
+            yield "/".join((*relative, entry.name)), entry
+        elif entry.is_dir(follow_symlinks=False):
             yield from _walk_sorted(root, (*relative, entry.name))
         elif entry.is_file(follow_symlinks=False):
             yield "/".join((*relative, entry.name)), entry
@@ -138,7 +143,7 @@ class LandingScanner:
 
     def tick(self, cursor: LandingCursor, now: datetime) -> TickResult:
         recovered = self._recover(cursor, now)
-        pending, stable, scanned, resume_after = self._scan(cursor)
+        pending, stable, scanned, refused, resume_after = self._scan(cursor)
         waiting, duplicates = self._hash_new(stable, cursor.waiting, now, pending)
         closed, waiting = self._close_batches(waiting, now)
         batches = recovered + closed
@@ -148,7 +153,7 @@ class LandingScanner:
             resume_after=resume_after,
             last_batch=max([b.key for b in batches], default=cursor.last_batch),
         )
-        return TickResult(batches, new_cursor, scanned, duplicates)
+        return TickResult(batches, new_cursor, scanned, duplicates, refused)
 
     def _recover(self, cursor: LandingCursor, now: datetime) -> list[BatchManifest]:
         """Manifests written after the last emitted batch whose partition never got added."""
@@ -167,12 +172,13 @@ class LandingScanner:
     def _file_key(self, item: BatchItem) -> LandingFileKey:
         return LandingFileKey(item.user, item.relative_path, item.size, item.mtime_ns)
 
-    def _scan(self, cursor: LandingCursor) -> tuple[dict[str, list[int]], list[tuple], int, str]:
+    def _scan(self, cursor: LandingCursor) -> tuple[dict[str, list[int]], list[tuple], int, int, str]:
         start = cursor.resume_after
         waiting_paths = {w["relative_path"] for w in cursor.waiting}
         seen: dict[str, list[int]] = {}
         stable: list[tuple] = []
         scanned = 0
+        refused = 0
         last = ""
         exhausted = True
         for relative_path, entry in _walk_sorted(self.landing_root):
@@ -183,6 +189,9 @@ class LandingScanner:
                 break
             scanned += 1
             last = relative_path
+            if entry.is_symlink():
+                refused += 1
+                continue
             if relative_path in waiting_paths:
                 continue
             stat = entry.stat(follow_symlinks=False)
@@ -200,7 +209,7 @@ class LandingScanner:
             for path, observed in cursor.pending.items()
             if not (path > start and (end is None or path <= end))
         }
-        return {**untouched, **seen}, stable, scanned, (last if not exhausted else "")
+        return {**untouched, **seen}, stable, scanned, refused, (last if not exhausted else "")
 
     def _hash_new(
         self, stable: list[tuple], waiting: list[dict], now: datetime, pending: dict[str, list[int]]

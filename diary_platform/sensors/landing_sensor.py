@@ -20,7 +20,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, storage: DiaryStorage, l
     keys = [batch.key for batch in tick.batches]
     context.log.info(
         f"scanned {tick.files_scanned} files, {len(tick.cursor.pending)} settling, "
-        f"{len(tick.cursor.waiting)} waiting for a batch, {tick.duplicates} duplicates, {len(keys)} new batches"
+        f"{len(tick.cursor.waiting)} waiting for a batch, {tick.duplicates} duplicates, {tick.refused} symlinks refused, {len(keys)} new batches"
     )
     return dg.SensorResult(
         run_requests=[

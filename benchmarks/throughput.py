@@ -2,15 +2,16 @@
 
 Raw: the model loaded once, files transcribed one after another (decoding included).
 Platform: one batch materialized through raw_audio -> validated_audio -> transcripts -> diary_notes
-(hashing, content-addressed copies, decode to normalised WAV, model load, transcript files, notes,
-Parquet tables, Dagster events in a SQLite instance). Both use the same transcription settings.
+and their checks (hashing, content-addressed copies, sandboxed decode to normalised WAV with
+measurements, model load, guards, transcript files, notes, Parquet tables, Dagster events in an
+existing SQLite instance). Both use the same transcription settings.
 
     python benchmarks/throughput.py [--set speech] [--rounds 3]
 """
 
 import argparse
 
-from common import corpus, median, platform_transcribe, raw_transcribe
+from common import corpus, dagster_instance, median, platform_transcribe, raw_transcribe
 
 from diary_platform.settings import Settings
 
@@ -27,13 +28,15 @@ def main() -> None:
     print(f"{len(files)} files from {args.set}; model {config.model}, {config.compute_type}, beam {config.beam_size}, "
           f"vad {config.vad_filter}, cpu_threads {config.cpu_threads or 'default'}")
     raw_speeds, platform_speeds = [], []
-    for round_index in range(1, args.rounds + 1):
-        _, platform_wall, audio_seconds = platform_transcribe(files)
-        _, raw_wall = raw_transcribe(files, config)
-        raw_speeds.append(audio_seconds / raw_wall)
-        platform_speeds.append(audio_seconds / platform_wall)
-        print(f"round {round_index}: audio {audio_seconds:.1f} s | raw {raw_wall:.2f} s ({raw_speeds[-1]:.2f}x) | "
-              f"platform {platform_wall:.2f} s ({platform_speeds[-1]:.2f}x) | ratio {platform_speeds[-1] / raw_speeds[-1]:.3f}")
+    with dagster_instance() as instance:
+        for round_index in range(1, args.rounds + 1):
+            _, platform_wall, audio_seconds = platform_transcribe(files, instance)
+            _, raw_wall = raw_transcribe(files, config)
+            raw_speeds.append(audio_seconds / raw_wall)
+            platform_speeds.append(audio_seconds / platform_wall)
+            print(f"round {round_index}: audio {audio_seconds:.1f} s | raw {raw_wall:.2f} s ({raw_speeds[-1]:.2f}x) | "
+                  f"platform {platform_wall:.2f} s ({platform_speeds[-1]:.2f}x) | "
+                  f"ratio {platform_speeds[-1] / raw_speeds[-1]:.3f}")
     raw, platform = median(raw_speeds), median(platform_speeds)
     print(f"median speed (audio s per wall s): raw {raw:.2f}x, platform {platform:.2f}x, "
           f"platform/raw {platform / raw:.3f} (target >= 0.9)")

@@ -10,7 +10,7 @@ import argparse
 import re
 
 import jiwer
-from common import corpus, platform_transcribe, raw_transcribe
+from common import corpus, dagster_instance, platform_transcribe, raw_transcribe
 
 from diary_platform.evaluation import word_error_rate
 from diary_platform.settings import Settings
@@ -33,7 +33,8 @@ def main() -> None:
         references = corpus(name)
         files = [r.path for r in references]
         texts = [r.text for r in references]
-        platform, _, _ = platform_transcribe(files)
+        with dagster_instance() as instance:
+            platform, _, _ = platform_transcribe(files, instance)
         raw, _ = raw_transcribe(files, config)
         print(f"{name:8} {len(files):>5} {word_error_rate(texts, raw):>12.3f} {word_error_rate(texts, platform):>17.3f} "
               f"{naive_wer(texts, raw):>10.3f} {naive_wer(texts, platform):>15.3f}")

@@ -10,7 +10,7 @@ from diary_platform.domain.guards import GuardConfig
 from diary_platform.domain.landing import BatchLimits, LandingScanner
 from diary_platform.domain.ledger import Ledger
 from diary_platform.domain.notes import LocalNoteWriter, NoteWriter
-from diary_platform.domain.sandbox import DecodeSandbox, SandboxLimits
+from diary_platform.domain.sandbox import SandboxLimits, SandboxPool
 from diary_platform.domain.storage import DataStore
 from diary_platform.domain.transcription import Transcriber, TranscriberConfig
 from diary_platform.settings import Settings
@@ -41,9 +41,10 @@ class DecodeLimits(dg.ConfigurableResource):
     max_decoded_seconds: float
     max_wall_seconds: float
     max_memory_bytes: int
+    workers: int
 
-    def sandbox(self) -> DecodeSandbox:
-        return DecodeSandbox(SandboxLimits(**self.model_dump()))
+    def sandboxes(self) -> SandboxPool:
+        return SandboxPool(SandboxLimits(**self.model_dump()))
 
 
 class TranscriptGuards(dg.ConfigurableResource):

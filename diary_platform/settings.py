@@ -57,6 +57,7 @@ class Settings:
                 max_decoded_seconds=float(_env("DIARY_MAX_AUDIO_SECONDS", str(DEFAULT_MAX_DECODED_SECONDS))),
                 max_wall_seconds=float(_env("DIARY_DECODE_TIMEOUT_SECONDS", "600")),
                 max_memory_bytes=int(_env("DIARY_DECODE_MEMORY_BYTES", str(2 * 1024 * 1024 * 1024))),
+                workers=int(_env("DIARY_DECODE_WORKERS", "2")),
             ),
             batch_limits=BatchLimits(
                 max_files=int(_env("DIARY_BATCH_MAX_FILES", "16")),

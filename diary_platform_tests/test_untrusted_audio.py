@@ -22,7 +22,7 @@ from diary_platform.domain.audio import AudioRejected
 from diary_platform.domain.landing import batch_files
 from diary_platform.domain.guards import GuardConfig, apply_guards, has_repetition_loop
 from diary_platform.domain.quarantine import list_quarantine
-from diary_platform.domain.sandbox import DecodeSandbox, SandboxLimits
+from diary_platform.domain.sandbox import DecodeSandbox, SandboxLimits, SandboxPool
 from diary_platform.domain.schemas import RAW_AUDIO, table
 from diary_platform.domain.storage import DataStore
 from diary_platform.domain.transcription import Segment
@@ -187,9 +187,9 @@ def test_a_decoder_crash_or_hang_quarantines_only_that_recording(tmp_path):
             "status": "ok", "reason": None, "message": None, "source_path": str(upload), "source_name": name,
             "original_uri": stored.as_uri(), "size_bytes": stored.stat().st_size,
         })
-    limits = SandboxLimits(max_wall_seconds=5, max_memory_bytes=1536 * MB)
-    with DecodeSandbox(limits, command=(sys.executable, str(worker))) as sandbox:
-        validated = stages.validate(table(RAW_AUDIO, rows), store, sandbox)
+    limits = SandboxLimits(max_wall_seconds=5, max_memory_bytes=1536 * MB, workers=2)
+    with SandboxPool(limits, command=(sys.executable, str(worker))) as sandboxes:
+        validated = stages.validate(table(RAW_AUDIO, rows), store, sandboxes)
     outcome = dict(zip(names, zip(validated["status"], validated["reason"], validated["message"])))
     assert [outcome[n][0] for n in ("a.flac", "b.flac", "c.flac")] == ["ok"] * 3
     assert outcome["crash.flac"][:2] == ("quarantined", "decoder_crashed") and "SIGSEGV" in outcome["crash.flac"][2]

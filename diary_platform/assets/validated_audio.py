@@ -23,8 +23,8 @@ def validated_audio(
     context: dg.AssetExecutionContext, raw_audio: pl.DataFrame, storage: DiaryStorage, decode_limits: DecodeLimits
 ) -> pl.DataFrame:
     started = time.perf_counter()
-    with decode_limits.sandbox() as sandbox:
-        table = stages.validate(raw_audio, storage.store, sandbox)
+    with decode_limits.sandboxes() as sandboxes:
+        table = stages.validate(raw_audio, storage.store, sandboxes)
     context.add_output_metadata(batch_metadata(table, time.perf_counter() - started, "duration_seconds"))
     return table
 

@@ -1,6 +1,7 @@
 """Decoding untrusted uploads in a child process with limits enforced while it decodes.
 
-One worker process serves a whole batch (start-up is paid once); the parent enforces a wall-time
+One worker process serves many recordings (start-up is paid once per batch), and a pool of them
+decodes side by side; the parent enforces a wall-time
 limit per file and the kernel enforces the memory limit (RLIMIT_AS) and the written-bytes limit
 (RLIMIT_FSIZE) inside the child. A crash (segfault, abort) or a hang of the decoder costs only the
 recording being decoded: the worker is replaced and the batch goes on.
@@ -8,12 +9,14 @@ recording being decoded: the worker is replaced and the batch goes on.
 
 import json
 import os
+import queue
 import resource
 import select
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +33,7 @@ class SandboxLimits:
     max_decoded_seconds: float = DEFAULT_MAX_DECODED_SECONDS
     max_wall_seconds: float = 600.0
     max_memory_bytes: int = 2 * 1024 * 1024 * 1024
+    workers: int = 2
 
     @property
     def max_decoded_bytes(self) -> int:
@@ -143,3 +147,36 @@ def _remove_partial_output(target: Path) -> None:
     """A killed worker may leave its temp file beside the target (never the target itself)."""
     for leftover in target.parent.glob(f".{target.name}.*.tmp"):
         leftover.unlink(missing_ok=True)
+
+
+class SandboxPool:
+    """Several sandboxes decoding side by side (one thread each, one worker process each)."""
+
+    def __init__(self, limits: SandboxLimits = SandboxLimits(), command: tuple[str, ...] = WORKER_COMMAND):
+        self.sandboxes = [DecodeSandbox(limits, command) for _ in range(max(1, limits.workers))]
+
+    def __enter__(self) -> "SandboxPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sandbox in self.sandboxes:
+            sandbox._stop()
+
+    def decode_all(self, jobs: list[tuple[Path, Path]]) -> list[tuple[DecodeResult | AudioRejected, float]]:
+        """(result, seconds) in the order of `jobs`; a rejection is returned in its place, never raised."""
+        free: queue.Queue[DecodeSandbox] = queue.Queue()
+        for sandbox in self.sandboxes:
+            free.put(sandbox)
+
+        def run(job: tuple[Path, Path]) -> tuple[DecodeResult | AudioRejected, float]:
+            sandbox = free.get()
+            started = time.perf_counter()
+            try:
+                return sandbox.decode(*job), time.perf_counter() - started
+            except AudioRejected as rejected:
+                return rejected, time.perf_counter() - started
+            finally:
+                free.put(sandbox)
+
+        with ThreadPoolExecutor(max_workers=len(self.sandboxes)) as threads:
+            return list(threads.map(run, jobs))

@@ -29,7 +29,7 @@ from diary_platform.domain.schemas import (
     table,
 )
 from diary_platform.domain.storage import DataStore, path_from_uri, write_text_atomic
-from diary_platform.domain.sandbox import DecodeSandbox
+from diary_platform.domain.sandbox import DecodeResult, SandboxPool
 from diary_platform.domain.transcription import Transcriber, Transcript
 
 def _identity(row: dict) -> dict:
@@ -72,47 +72,49 @@ def ingest(manifest: BatchManifest, store: DataStore) -> pl.DataFrame:
     return table(RAW_AUDIO, rows)
 
 
-def validate(raw: pl.DataFrame, store: DataStore, sandbox: DecodeSandbox) -> pl.DataFrame:
+def validate(raw: pl.DataFrame, store: DataStore, sandboxes: SandboxPool) -> pl.DataFrame:
     """Decode each original once, in the sandbox, into normalised 16 kHz audio, and measure it.
 
     What cannot be decoded, or breaks a limit, is quarantined with its reason; the original stays.
     """
-    rows = []
-    for row in raw.iter_rows(named=True):
+    rows = raw.to_dicts()
+    todo = [row for row in rows if row["status"] == STATUS_OK]
+    jobs = [(path_from_uri(r["original_uri"]), store.normalised_audio_path(r["content_sha256"])) for r in todo]
+    outcomes = dict(zip((r["recording_id"] for r in todo), zip(jobs, sandboxes.decode_all(jobs))))
+    validated = []
+    for row in rows:
         out = {**blank_row(VALIDATED_AUDIO), **_identity(row), "original_uri": row["original_uri"]}
-        if row["status"] != STATUS_OK:
-            rows.append(out)
-            continue
-        started = time.perf_counter()
-        target = store.normalised_audio_path(row["content_sha256"])
-        try:
-            decoded = sandbox.decode(path_from_uri(row["original_uri"]), target)
-        except audio.AudioRejected as rejected:
-            out.update(_quarantine(row, rejected.reason, rejected.message))
-            out["decode_seconds"] = time.perf_counter() - started
-            rows.append(out)
-            continue
-        info, measured = decoded.info, decoded.measurements
-        out.update(
-            normalised_uri=target.as_uri(),
-            container=info.container,
-            codec=info.codec,
-            sample_rate=info.source_sample_rate,
-            channels=info.channels,
-            bitrate=info.bitrate,
-            declared_seconds=info.declared_seconds,
-            duration_seconds=info.decoded_seconds,
-            partial=info.partial,
-            decode_seconds=time.perf_counter() - started,
-            **asdict(measured),
+        if row["recording_id"] in outcomes:
+            (_, target), (outcome, seconds) = outcomes[row["recording_id"]]
+            out["decode_seconds"] = seconds
+            if isinstance(outcome, audio.AudioRejected):
+                out.update(_quarantine(row, outcome.reason, outcome.message))
+            else:
+                out.update(_decoded_columns(outcome, target))
+        validated.append(out)
+    return table(VALIDATED_AUDIO, validated)
+
+
+def _decoded_columns(decoded: DecodeResult, target: Path) -> dict:
+    info = decoded.info
+    columns = {
+        "normalised_uri": target.as_uri(),
+        "container": info.container,
+        "codec": info.codec,
+        "sample_rate": info.source_sample_rate,
+        "channels": info.channels,
+        "bitrate": info.bitrate,
+        "declared_seconds": info.declared_seconds,
+        "duration_seconds": info.decoded_seconds,
+        "partial": info.partial,
+        **asdict(decoded.measurements),
+    }
+    if info.partial:
+        columns["message"] = (
+            f"Partial: decoded {info.decoded_seconds:.1f} s of the "
+            f"{info.declared_seconds or 0:.1f} s the file declares; kept and transcribed."
         )
-        if info.partial:
-            out["message"] = (
-                f"Partial: decoded {info.decoded_seconds:.1f} s of the "
-                f"{info.declared_seconds or 0:.1f} s the file declares; kept and transcribed."
-            )
-        rows.append(out)
-    return table(VALIDATED_AUDIO, rows)
+    return columns
 
 
 def transcribe(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from diary_platform.settings import Settings
@@ -76,11 +77,13 @@ def _print_report(report, as_json: bool) -> None:
         status = result.status if result.new else f"already ingested (batch {result.batch_key})"
         if result.reason:
             status += f" [{result.reason}] {result.message}"
-        out.print(f"[bold]{Path(result.file).name}[/bold]  {result.recording_id}  {status}")
+        elif result.warnings:
+            status += f" (warnings: {', '.join(result.warnings)})"
+        out.print(f"[bold]{escape(Path(result.file).name)}[/bold]  {result.recording_id}  {escape(status)}")
         if result.transcript_path:
-            out.print(f"  transcript: {result.transcript_path}")
+            out.print(f"  transcript: {escape(result.transcript_path)}")
         if result.note_path:
-            out.print(f"  note:       {result.note_path}")
+            out.print(f"  note:       {escape(result.note_path)}")
     quarantined = sum(1 for r in report.new if r.status != "ok")
     summary = (
         f"recordings: {len(report.new)} new ({quarantined} quarantined), "
@@ -109,7 +112,7 @@ def quarantine_list(
         if as_json:
             print(json.dumps(asdict(r), default=str, ensure_ascii=False))
         else:
-            out.print(f"{r.recording_id}  {r.user}/{r.source_name}  batch {r.batch_key}  [{r.reason}] {r.message}")
+            out.print(escape(f"{r.recording_id}  {r.user}/{r.source_name}  batch {r.batch_key}  [{r.reason}] {r.message}"))
     console.print(f"{len(recordings)} quarantined recordings")
 
 

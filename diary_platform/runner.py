@@ -30,6 +30,7 @@ class RecordingResult:
     reason: str | None
     message: str | None
     new: bool
+    warnings: list[str]
     audio_seconds: float
     transcript: str | None
     transcript_path: str | None
@@ -90,6 +91,7 @@ def _result(file: Path, batch_key: str, tables: dict, new: bool) -> RecordingRes
         reason=last.get("reason"),
         message=last.get("message"),
         new=new,
+        warnings=list(validated.get("warnings") or []),
         audio_seconds=float(validated.get("duration_seconds") or 0.0),
         transcript=transcript.get("text"),
         transcript_path=str(path_from_uri(transcript["txt_uri"])) if transcript.get("txt_uri") else None,

@@ -70,6 +70,11 @@ def _declared_seconds(container: av.container.InputContainer, stream: av.audio.A
     return None
 
 
+def _ffmpeg_says(error: av.error.FFmpegError) -> str:
+    """FFmpeg's own words, without the errno and internal storage path it appends."""
+    return f"FFmpeg: {error.strerror}" if getattr(error, "strerror", None) else type(error).__name__
+
+
 def _refuse_playlists(source: Path) -> None:
     with open(source, "rb") as handle:
         head = handle.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
@@ -96,7 +101,7 @@ def decode_to_wav(
             str(source), mode="r", metadata_errors="ignore", options={"protocol_whitelist": "file"}
         )
     except av.error.FFmpegError as error:
-        raise AudioRejected("undecodable", f"Not a readable audio file: {error}") from error
+        raise AudioRejected("undecodable", f"Not a readable audio file ({_ffmpeg_says(error)}).") from error
     with container:
         if container.format.name not in ALLOWED_CONTAINERS:
             raise AudioRejected(
@@ -142,7 +147,7 @@ def _stream_pcm(container, stream, wav, max_seconds: float, on_pcm) -> tuple[int
             continue
         except av.error.FFmpegError as error:
             if decoded == 0:
-                raise AudioRejected("undecodable", f"The audio could not be decoded: {error}") from error
+                raise AudioRejected("undecodable", f"The audio could not be decoded ({_ffmpeg_says(error)}).") from error
             decode_error = True
             frame = None
         if frame is not None:

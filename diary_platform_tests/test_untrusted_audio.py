@@ -1,5 +1,6 @@
 """Untrusted uploads: every bad input gets its outcome and a reason, the batch goes on, nothing is lost."""
 
+import base64
 import hashlib
 import json
 import os
@@ -252,6 +253,16 @@ def test_playlists_are_never_opened(tmp_path, content, reason):
         with pytest.raises(AudioRejected) as rejected:
             sandbox.decode(source, tmp_path / "out.wav")
     assert rejected.value.reason == reason
+
+
+def test_a_container_outside_the_allowlist_is_refused(tmp_path):
+    source = tmp_path / "photo.m4a"
+    source.write_bytes(base64.b64decode("R0lGODlhAQABAIAAAAAAAP///ywAAAAAAQABAAACAUwAOw=="))  # a 1x1 GIF
+    with DecodeSandbox() as sandbox:
+        with pytest.raises(AudioRejected) as rejected:
+            sandbox.decode(source, tmp_path / "out.wav")
+    assert rejected.value.reason == "unsupported_format"
+    assert "GIF" in rejected.value.message
 
 
 def test_a_redrive_after_raising_a_limit_processes_exactly_the_quarantined_recordings(tmp_path, monkeypatch, clips):

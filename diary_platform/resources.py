@@ -1,6 +1,7 @@
 """Dagster resources: typed configuration around the domain services, one per concern."""
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -10,6 +11,7 @@ from diary_platform.domain.guards import GuardConfig
 from diary_platform.domain.landing import BatchLimits, LandingScanner
 from diary_platform.domain.ledger import Ledger
 from diary_platform.domain.notes import LocalNoteWriter, NoteWriter
+from diary_platform.domain.router import NoteRouter, RouterConfig
 from diary_platform.domain.sandbox import SandboxLimits, SandboxPool
 from diary_platform.domain.storage import DataStore
 from diary_platform.domain.transcription import Transcriber, TranscriberConfig
@@ -82,12 +84,19 @@ class WhisperTranscriber(dg.ConfigurableResource):
 
 
 class NoteWriterResource(dg.ConfigurableResource):
-    writer: str = "local"
+    """The local writer, or the LLM router when a provider configuration file is given."""
+
+    llm_config: str = ""
+    local_only: bool = False
+    state_dir: str
 
     def build(self) -> NoteWriter:
-        if self.writer == "local":
+        if not self.llm_config:
             return LocalNoteWriter()
-        raise ValueError(f"unknown note writer {self.writer!r}; available: local")
+        config = RouterConfig.from_yaml(Path(self.llm_config).read_text())
+        if self.local_only:
+            config = replace(config, local_only=True)
+        return NoteRouter(config, Path(self.state_dir))
 
 
 class LandingFolder(dg.ConfigurableResource):
@@ -113,7 +122,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "decode_limits": DecodeLimits(**vars(settings.decode_limits)),
         "whisper": WhisperTranscriber.from_config(settings.transcriber),
         "guards": TranscriptGuards(**vars(settings.guards)),
-        "note_writer": NoteWriterResource(writer=settings.note_writer),
+        "note_writer": NoteWriterResource(
+            llm_config=settings.llm_config, local_only=settings.local_only, state_dir=str(settings.data_dir / "state")
+        ),
         "landing": LandingFolder(
             landing_dir=str(settings.landing_dir),
             max_files=limits.max_files,

@@ -36,7 +36,8 @@ class Settings:
     batch_limits: BatchLimits
     transcriber: TranscriberConfig
     guards: GuardConfig
-    note_writer: str
+    llm_config: str
+    local_only: bool
 
     @property
     def dagster_home(self) -> Path:
@@ -83,5 +84,6 @@ class Settings:
                 no_speech_threshold=float(_env("DIARY_GUARD_NO_SPEECH", "0.6")),
                 max_phrase_repeats=int(_env("DIARY_GUARD_MAX_REPEATS", "3")),
             ),
-            note_writer=_env("DIARY_NOTE_WRITER", "local"),
+            llm_config=_env("DIARY_LLM_CONFIG", ""),
+            local_only=_flag("DIARY_LOCAL_ONLY", False),
         )

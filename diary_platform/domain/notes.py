@@ -35,6 +35,11 @@ class Note:
     output_tokens: int = 0
     cost_usd: float = 0.0
     latency_seconds: float = 0.0
+    template: str = "diary_entry"
+    fallback_path: list[str] = field(default_factory=list)
+    attempts: int = 0
+    citations: list[dict] = field(default_factory=list)
+    remarks: list[str] = field(default_factory=list)
 
     def to_markdown(self, recorded_at: datetime) -> str:
         def section(heading: str, items: list[str]) -> list[str]:
@@ -46,6 +51,7 @@ class Note:
         lines += section("People", self.people)
         lines += section("Places", self.places)
         lines += section("To do", [f"[ ] {todo}" for todo in self.todos])
+        lines += [f"> {remark}" for remark in self.remarks] + ([""] if self.remarks else [])
         lines.append(f"<sub>written by {self.provider} ({self.model})</sub>")
         return "\n".join(lines) + "\n"
 

@@ -22,6 +22,9 @@ SEGMENT = pl.Struct(
         "compression_ratio": pl.Float64,
     }
 )
+CITATION = pl.Struct(
+    {"field": pl.Utf8, "text": pl.Utf8, "segments": pl.List(pl.Int64), "start": pl.Float64, "end": pl.Float64}
+)
 DROPPED_SEGMENT = pl.Struct({"start": pl.Float64, "end": pl.Float64, "text": pl.Utf8, "guard": pl.Utf8})
 UTC_TIME = pl.Datetime("us", "UTC")
 RATIO = pa.Check.in_range(0, 1)
@@ -129,6 +132,11 @@ DIARY_NOTES = _schema(
         "note_uri": pa.Column(pl.Utf8, nullable=True),
         "provider": pa.Column(pl.Utf8, nullable=True),
         "model": pa.Column(pl.Utf8, nullable=True),
+        "template": pa.Column(pl.Utf8, nullable=True),
+        "fallback_path": pa.Column(pl.List(pl.Utf8)),
+        "attempts": pa.Column(pl.Int64, NON_NEGATIVE),
+        "citations": pa.Column(pl.List(CITATION)),
+        "remarks": pa.Column(pl.List(pl.Utf8)),
         "input_tokens": pa.Column(pl.Int64, NON_NEGATIVE),
         "output_tokens": pa.Column(pl.Int64, NON_NEGATIVE),
         "cost_usd": pa.Column(pl.Float64, NON_NEGATIVE),

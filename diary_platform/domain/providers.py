@@ -1,0 +1,163 @@
+"""Language-model providers behind one call: the official OpenAI and Anthropic SDKs.
+
+Each call has exactly one retry layer, the SDK's own (`max_retries`, honouring Retry-After), and an
+explicit timeout. The SDKs retry 408, 409, 429 and 5xx (Anthropic's 529 too); a quota or spend-cap
+429 must not be retried, so a response hook marks it `x-should-retry: false`, a header both SDKs obey.
+"""
+
+import json
+from dataclasses import dataclass
+
+import httpx2
+
+QUOTA_MARKERS = ("insufficient_quota", "spend limit", "spending limit", "credit balance", "quota")
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    name: str
+    kind: str  # openai | anthropic | openai_compatible
+    models: tuple[str, ...]
+    api_key_env: str | None = None
+    base_url: str | None = None
+    context_tokens: int = 100_000
+
+    @property
+    def cloud(self) -> bool:
+        """OpenAI and Anthropic cost money and see the data; an OpenAI-compatible server is the user's own."""
+        return self.kind in ("openai", "anthropic")
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    truncated: bool
+    http_attempts: int
+
+
+class ProviderFailure(Exception):
+    """A call that failed after the SDK's retries. `kind`: unavailable, quota, rejected or auth."""
+
+    def __init__(self, kind: str, message: str, http_attempts: int = 1, status: int | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.http_attempts = http_attempts
+        self.status = status
+
+
+def is_quota_error(status: int, body: bytes) -> bool:
+    text = body.decode("utf-8", "replace").lower()
+    return status == 429 and any(marker in text for marker in QUOTA_MARKERS)
+
+
+def _never_retry_quota(response: httpx2.Response) -> None:
+    if response.status_code == 429:
+        response.read()
+        if is_quota_error(429, response.content):
+            response.headers["x-should-retry"] = "false"
+
+
+def _classify(error: Exception, attempts: int) -> ProviderFailure:
+    status = getattr(error, "status_code", None)
+    body = getattr(getattr(error, "response", None), "content", b"") or b""
+    if status is None:
+        return ProviderFailure("unavailable", f"{type(error).__name__}: {error}", attempts)
+    if is_quota_error(status, body):
+        return ProviderFailure("quota", f"quota or spend limit reached ({status})", attempts, status)
+    if status in (401, 403):
+        return ProviderFailure("auth", f"refused credentials ({status})", attempts, status)
+    if status in (400, 404, 422):
+        return ProviderFailure("rejected", f"request rejected ({status}): {error}", attempts, status)
+    return ProviderFailure("unavailable", f"failed after retries ({status})", attempts, status)
+
+
+class Provider:
+    def __init__(self, spec: ProviderSpec, api_key: str | None, timeout: float, max_retries: int, max_output_tokens: int):
+        self.spec = spec
+        self.max_retries = max_retries
+        self.max_output_tokens = max_output_tokens
+        self._http_attempts = 0
+        self.client = self._client(api_key, timeout, max_retries)
+
+    def _count_attempt(self, request: httpx2.Request) -> None:
+        self._http_attempts += 1
+
+    def _http_client(self, timeout: float) -> httpx2.Client:
+        """Counts every HTTP attempt (retries included) and keeps quota errors from being retried."""
+        hooks = {"request": [self._count_attempt], "response": [_never_retry_quota]}
+        return httpx2.Client(timeout=timeout, event_hooks=hooks)
+
+    def _client(self, api_key, timeout, max_retries):
+        if self.spec.kind == "anthropic":
+            from anthropic import Anthropic
+
+            return Anthropic(
+                api_key=api_key, base_url=self.spec.base_url, timeout=timeout, max_retries=max_retries,
+                http_client=self._http_client(timeout),
+            )
+        from openai import OpenAI
+
+        return OpenAI(
+            api_key=api_key or "local", base_url=self.spec.base_url, timeout=timeout, max_retries=max_retries,
+            http_client=self._http_client(timeout),
+        )
+
+    def complete(self, model: str, messages: list[dict], schema: dict) -> Completion:
+        self._http_attempts = 0
+        try:
+            if self.spec.kind == "anthropic":
+                return self._anthropic(model, messages, schema)
+            return self._openai(model, messages, schema)
+        except ProviderFailure:
+            raise
+        except Exception as error:  # the SDKs' errors, after their own retries
+            if not hasattr(error, "status_code") and not _is_transport_error(error):
+                raise
+            raise _classify(error, self._http_attempts) from error
+
+    def _openai(self, model: str, messages: list[dict], schema: dict) -> Completion:
+        limit = {"max_completion_tokens" if self.spec.kind == "openai" else "max_tokens": self.max_output_tokens}
+        raw = self.client.chat.completions.with_raw_response.create(
+            model=model,
+            messages=messages,
+            response_format={"type": "json_schema", "json_schema": {"name": "diary_note", "schema": schema}},
+            temperature=0.2,
+            **limit,
+        )
+        completion = raw.parse()
+        choice = completion.choices[0]
+        usage = completion.usage
+        return Completion(
+            text=choice.message.content or "",
+            input_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,
+            truncated=choice.finish_reason == "length",
+            http_attempts=self._http_attempts,
+        )
+
+    def _anthropic(self, model: str, messages: list[dict], schema: dict) -> Completion:
+        system = "\n".join(m["content"] for m in messages if m["role"] == "system")
+        raw = self.client.messages.with_raw_response.create(
+            model=model,
+            max_tokens=self.max_output_tokens,
+            system=system,
+            messages=[m for m in messages if m["role"] != "system"],
+            tools=[{"name": "write_note", "description": "Record the structured note.", "input_schema": schema}],
+            tool_choice={"type": "tool", "name": "write_note"},
+        )
+        message = raw.parse()
+        tool_inputs = [block.input for block in message.content if block.type == "tool_use"]
+        texts = [block.text for block in message.content if block.type == "text"]
+        return Completion(
+            text=json.dumps(tool_inputs[0]) if tool_inputs else "".join(texts),
+            input_tokens=message.usage.input_tokens,
+            output_tokens=message.usage.output_tokens,
+            truncated=message.stop_reason == "max_tokens",
+            http_attempts=self._http_attempts,
+        )
+
+
+def _is_transport_error(error: Exception) -> bool:
+    return type(error).__name__ in {"APITimeoutError", "APIConnectionError"}

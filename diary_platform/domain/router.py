@@ -1,0 +1,267 @@
+"""The note router: an ordered chain of language-model providers that always ends in a written note.
+
+Per note: cloud providers are skipped in `local_only` mode and once the user's daily budget is spent;
+a provider whose breaker is open is skipped; each call has the SDK's retries and a timeout, the note an
+overall deadline. Quota errors open the provider's breaker; truncated, invalid or instruction-leaking
+output gets one repair attempt, then the next model. The local writer is the last resort and never
+fails. Every note records its provider, model, fallback path, HTTP attempts, tokens, latency and cost.
+"""
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import date, timezone
+from pathlib import Path
+
+import pybreaker
+import yaml
+
+from diary_platform.domain import prompting
+from diary_platform.domain.breakers import breaker_for
+from diary_platform.domain.note_draft import DraftRejected, NoteDraft, check_draft, json_schema
+from diary_platform.domain.notes import LocalNoteWriter, Note, NoteRequest
+from diary_platform.domain.providers import Provider, ProviderFailure, ProviderSpec
+from diary_platform.domain.spend import BudgetLedger, call_cost, load_prices
+
+MAX_CALL_TIMEOUT_SECONDS = 60.0
+CONTEXT_SHARE_FOR_TRANSCRIPT = 0.6
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    providers: tuple[ProviderSpec, ...] = ()
+    call_timeout_seconds: float = 30.0
+    note_deadline_seconds: float = 120.0
+    max_retries: int = 2
+    max_output_tokens: int = 1200
+    breaker_fail_max: int = 3
+    breaker_reset_seconds: float = 300.0
+    budget_usd_per_user_per_day: float = 0.50
+    redact: bool = True
+    local_only: bool = False
+    template: str = "diary_entry"
+    templates_by_user: dict[str, str] = field(default_factory=dict)
+    prices_file: str | None = None
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "RouterConfig":
+        raw = yaml.safe_load(text) or {}
+        breaker = raw.pop("breaker", {}) or {}
+        providers = tuple(
+            ProviderSpec(
+                name=p["name"],
+                kind=p["kind"],
+                models=tuple(p["models"]),
+                api_key_env=p.get("api_key_env"),
+                base_url=p.get("base_url"),
+                context_tokens=int(p.get("context_tokens", 100_000)),
+            )
+            for p in raw.pop("providers", []) or []
+        )
+        config = cls(
+            providers=providers,
+            breaker_fail_max=int(breaker.get("fail_max", 3)),
+            breaker_reset_seconds=float(breaker.get("reset_seconds", 300)),
+            **raw,
+        )
+        if config.call_timeout_seconds > MAX_CALL_TIMEOUT_SECONDS:
+            raise ValueError(f"call_timeout_seconds must be at most {MAX_CALL_TIMEOUT_SECONDS:g}")
+        return config
+
+
+class OutputTruncated(Exception):
+    pass
+
+
+@dataclass
+class _Tally:
+    """What one note's calls cost, across providers and repairs; spend is booked to `user` on `day`."""
+
+    user: str
+    day: date
+    path: list[str] = field(default_factory=list)
+    attempts: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    remarks: list[str] = field(default_factory=list)
+
+
+class NoteRouter:
+    def __init__(self, config: RouterConfig, state_dir: Path, environ: dict | None = None):
+        environ = os.environ if environ is None else environ
+        self.config = config
+        self.prices = load_prices(Path(config.prices_file) if config.prices_file else None)
+        self.ledger = BudgetLedger(state_dir)
+        self.local = LocalNoteWriter()
+        self.chain: list[tuple[ProviderSpec, Provider, pybreaker.CircuitBreaker]] = []
+        for spec in config.providers:
+            key = environ.get(spec.api_key_env) if spec.api_key_env else None
+            if spec.api_key_env and not key:
+                continue  # not configured here: no key in the environment
+            provider = Provider(spec, key, config.call_timeout_seconds, config.max_retries, config.max_output_tokens)
+            breaker = breaker_for(
+                state_dir, spec.name, config.breaker_fail_max, config.breaker_reset_seconds,
+                exclude=[lambda error: not (isinstance(error, ProviderFailure) and error.kind == "unavailable")],
+            )
+            self.chain.append((spec, provider, breaker))
+
+    def write(self, request: NoteRequest) -> Note:
+        started = time.monotonic()
+        deadline = started + self.config.note_deadline_seconds
+        tally = _Tally(request.user, request.recorded_at.astimezone(timezone.utc).date())
+        segments = request.segments or [{"start": 0.0, "end": 0.0, "text": request.transcript}]
+        if request.transcript.strip():
+            for spec, provider, breaker in self.chain:
+                if spec.cloud and self.config.local_only:
+                    tally.path.append(f"{spec.name}:skipped(local_only)")
+                    continue
+                if spec.cloud and self.ledger.spent(tally.user, tally.day) >= self.config.budget_usd_per_user_per_day:
+                    tally.path.append(f"{spec.name}:skipped(budget)")
+                    _remark(tally, "Daily budget reached: cloud providers skipped, written by a free provider.")
+                    continue
+                note = self._try_provider(spec, provider, breaker, request, segments, tally, deadline)
+                if note is not None:
+                    return self._finish(note, tally, started)
+        fallback = self.local.write(request)
+        tally.path.append(f"{fallback.provider}/{fallback.model}:ok")
+        return self._finish(fallback, tally, started)
+
+    def _finish(self, note: Note, tally: _Tally, started: float) -> Note:
+        return replace(
+            note,
+            fallback_path=list(tally.path),
+            attempts=tally.attempts,
+            input_tokens=tally.input_tokens,
+            output_tokens=tally.output_tokens,
+            cost_usd=round(tally.cost_usd, 6),
+            latency_seconds=time.monotonic() - started,
+            remarks=list(tally.remarks),
+        )
+
+    def _try_provider(self, spec, provider, breaker, request, segments, tally, deadline) -> Note | None:
+        for model in spec.models:
+            if time.monotonic() >= deadline:
+                tally.path.append(f"{spec.name}/{model}:skipped(deadline)")
+                return None
+            try:
+                draft = self._draft(spec, provider, breaker, model, request, segments, tally)
+            except pybreaker.CircuitBreakerError:
+                tally.path.append(f"{spec.name}:skipped(breaker_open)")
+                return None
+            except ProviderFailure as failure:
+                tally.attempts += failure.http_attempts
+                tally.path.append(f"{spec.name}/{model}:{failure.kind}")
+                if failure.kind == "quota":
+                    breaker.open()
+                if failure.kind == "rejected":
+                    continue
+                return None
+            except OutputTruncated:
+                tally.path.append(f"{spec.name}/{model}:truncated")
+                continue
+            except DraftRejected:
+                tally.path.append(f"{spec.name}/{model}:invalid_output")
+                continue
+            tally.path.append(f"{spec.name}/{model}:ok")
+            return _note_from_draft(draft, spec.name, model, segments, self._template_name(request))
+        return None
+
+    def _template_name(self, request: NoteRequest) -> str:
+        return self.config.templates_by_user.get(request.user, self.config.template)
+
+    def _draft(self, spec, provider, breaker, model, request, segments, tally) -> NoteDraft:
+        template = prompting.load_template(self._template_name(request))
+        redacted = self.config.redact and spec.cloud
+        budget = int(spec.context_tokens * CONTEXT_SHARE_FOR_TRANSCRIPT)
+        chunks = prompting.split_segments(segments, budget)
+        drafts = []
+        for first, chunk in chunks:
+            transcript = prompting.render_transcript(chunk, redacted, first_index=first)
+            messages = prompting.messages(template, transcript, json_schema())
+            drafts.append(self._checked(provider, breaker, model, messages, len(segments), tally))
+        return drafts[0] if len(drafts) == 1 else _reduce(drafts)
+
+    def _checked(self, provider, breaker, model, messages, segment_count, tally) -> NoteDraft:
+        """One call, and one repair call when the output is unusable."""
+        text = self._call(provider, breaker, model, messages, tally)
+        try:
+            return check_draft(text, segment_count, prompting.PROMPT_FINGERPRINTS)
+        except DraftRejected as rejected:
+            repair = messages + [
+                {"role": "assistant", "content": text},
+                {"role": "user", "content": f"That answer was rejected: {rejected} Reply with the corrected JSON object only."},
+            ]
+            return check_draft(self._call(provider, breaker, model, repair, tally), segment_count, prompting.PROMPT_FINGERPRINTS)
+
+    def _call(self, provider, breaker, model, messages, tally) -> str:
+        completion = breaker.call(provider.complete, model, messages, json_schema())
+        tally.attempts += completion.http_attempts
+        tally.input_tokens += completion.input_tokens
+        tally.output_tokens += completion.output_tokens
+        cost = call_cost(self.prices, model, completion.input_tokens, completion.output_tokens)
+        tally.cost_usd += cost
+        self.ledger.add(tally.user, tally.day, cost)
+        if completion.truncated:
+            raise OutputTruncated(model)
+        return completion.text
+
+
+def _remark(tally: _Tally, remark: str) -> None:
+    if remark not in tally.remarks:
+        tally.remarks.append(remark)
+
+
+def _reduce(drafts: list[NoteDraft]) -> NoteDraft:
+    """Map-reduce's reduce step: the chunks' notes joined in order, names once, the commonest mood."""
+
+    def merged(attribute: str, unique: bool) -> list:
+        items, seen = [], set()
+        for draft in drafts:
+            for item in getattr(draft, attribute):
+                if unique and item.text.lower() in seen:
+                    continue
+                seen.add(item.text.lower())
+                items.append(item)
+        return items
+
+    mood = Counter(d.mood.label for d in drafts).most_common(1)[0][0]
+    return NoteDraft(
+        title=drafts[0].title,
+        summary=" ".join(d.summary for d in drafts)[:1500],
+        events=merged("events", False),
+        people=merged("people", True),
+        places=merged("places", True),
+        todos=merged("todos", False),
+        mood={"label": mood, "segments": [s for d in drafts if d.mood.label == mood for s in d.mood.segments][:20]},
+    )
+
+
+def _note_from_draft(draft: NoteDraft, provider: str, model: str, segments: list[dict], template: str) -> Note:
+    citations = []
+    for field_name in ("events", "people", "places", "todos"):
+        for item in getattr(draft, field_name):
+            cited = [segments[i] for i in item.segments]
+            citations.append(
+                {
+                    "field": field_name,
+                    "text": item.text,
+                    "segments": item.segments,
+                    "start": min(s["start"] for s in cited),
+                    "end": max(s["end"] for s in cited),
+                }
+            )
+    return Note(
+        title=draft.title,
+        summary=draft.summary,
+        events=[i.text for i in draft.events],
+        people=[i.text for i in draft.people],
+        places=[i.text for i in draft.places],
+        todos=[i.text for i in draft.todos],
+        mood=draft.mood.label,
+        provider=provider,
+        model=model,
+        template=template,
+        citations=citations,
+    )

@@ -2,6 +2,12 @@
 
 import dagster as dg
 
+from diary_platform.assets.daily_digest import (
+    daily_digest,
+    daily_digest_job,
+    daily_digest_schedule,
+    late_recordings_sensor,
+)
 from diary_platform.assets.diary_notes import diary_notes, diary_notes_schema
 from diary_platform.assets.raw_audio import raw_audio, raw_audio_schema
 from diary_platform.assets.transcripts import mean_log_probability, transcripts, transcripts_schema
@@ -24,10 +30,11 @@ batch_checks = [
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
-        assets=batch_assets,
+        assets=[*batch_assets, daily_digest],
         asset_checks=batch_checks,
-        jobs=[process_batch],
-        sensors=[landing_sensor],
+        jobs=[process_batch, daily_digest_job],
+        schedules=[daily_digest_schedule],
+        sensors=[landing_sensor, late_recordings_sensor],
         resources=build_resources(settings),
     )
 

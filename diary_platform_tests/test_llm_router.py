@@ -218,3 +218,23 @@ call_timeout_seconds: 5
     ]
     assert (notes["citations"].list.len() > 0).all()
     assert "KEY" not in " ".join(notes["markdown"].to_list()) and "sk-test" not in notes.write_json()
+
+
+def test_a_long_transcript_is_split_under_the_context_limit_and_reduced(fake, tmp_path):
+    long = [{"start": float(i), "end": i + 1.0, "text": f"Sentence number {i} about the long day at the office."} for i in range(60)]
+    small = router(fake, tmp_path, anthropic=False)
+    small.chain[0] = (ProviderSpec("openai", "openai", (GPT,), "OPENAI_API_KEY", fake.openai_url, context_tokens=400),
+                      *small.chain[0][1:])
+    note = small.write(request(segments=long))
+    calls = fake.requests(OPENAI, GPT)
+    assert len(calls) > 1, "one call per chunk"
+    for call in calls:
+        assert len(json.dumps(call["body"]["messages"][1]["content"]).split("<transcript>")[1]) // 4 < 400
+    assert len(note.events) == 60 and {c["segments"][0] for c in note.citations} == set(range(60))
+
+
+def test_note_templates_are_data_chosen_per_user(fake, tmp_path):
+    chooser = router(fake, tmp_path, anthropic=False, templates_by_user={"bob": "meeting"})
+    assert chooser.write(request(user="bob")).template == "meeting"
+    assert "meeting minutes" in fake.log[-1]["body"]["messages"][1]["content"]
+    assert chooser.write(request(user="alice")).template == "diary_entry"

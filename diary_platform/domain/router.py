@@ -19,7 +19,7 @@ import yaml
 
 from diary_platform.domain import prompting
 from diary_platform.domain.breakers import breaker_for
-from diary_platform.domain.note_draft import DraftRejected, NoteDraft, check_draft, json_schema
+from diary_platform.domain.note_draft import DraftRejected, Mood, NoteDraft, check_draft, json_schema
 from diary_platform.domain.notes import LocalNoteWriter, Note, NoteRequest
 from diary_platform.domain.providers import Provider, ProviderFailure, ProviderSpec
 from diary_platform.domain.spend import BudgetLedger, call_cost, load_prices
@@ -227,14 +227,15 @@ def _reduce(drafts: list[NoteDraft]) -> NoteDraft:
         return items
 
     mood = Counter(d.mood.label for d in drafts).most_common(1)[0][0]
-    return NoteDraft(
+    mood_segments = [s for d in drafts if d.mood.label == mood for s in d.mood.segments][:20]
+    return NoteDraft.model_construct(  # every part was validated; the whole may be longer than one answer
         title=drafts[0].title,
         summary=" ".join(d.summary for d in drafts)[:1500],
         events=merged("events", False),
         people=merged("people", True),
         places=merged("places", True),
         todos=merged("todos", False),
-        mood={"label": mood, "segments": [s for d in drafts if d.mood.label == mood for s in d.mood.segments][:20]},
+        mood=Mood(label=mood, segments=mood_segments),
     )
 
 

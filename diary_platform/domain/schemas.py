@@ -144,6 +144,26 @@ DIARY_NOTES = _schema(
     },
 )
 
+DAILY_DIGEST = pa.DataFrameSchema(
+    {
+        "user": pa.Column(pl.Utf8),
+        "day": pa.Column(pl.Date),
+        "recording_ids": pa.Column(pl.List(pl.Utf8)),
+        "title": pa.Column(pl.Utf8),
+        "summary": pa.Column(pl.Utf8),
+        "markdown": pa.Column(pl.Utf8),
+        "provider": pa.Column(pl.Utf8),
+        "model": pa.Column(pl.Utf8),
+        "fallback_path": pa.Column(pl.List(pl.Utf8)),
+        "input_tokens": pa.Column(pl.Int64, NON_NEGATIVE),
+        "output_tokens": pa.Column(pl.Int64, NON_NEGATIVE),
+        "cost_usd": pa.Column(pl.Float64, NON_NEGATIVE),
+    },
+    name="daily_digest",
+    strict=True,
+    unique=["user", "day"],
+)
+
 SCHEMAS = {schema.name: schema for schema in (RAW_AUDIO, VALIDATED_AUDIO, TRANSCRIPTS, DIARY_NOTES)}
 
 

@@ -1,0 +1,81 @@
+from datetime import date, datetime, timedelta, timezone
+
+import dagster as dg
+import polars as pl
+
+from diary_platform.domain.batches import batch_time
+from diary_platform.domain.digest import write_digests
+from diary_platform.domain.schemas import STATUS_OK
+from diary_platform.resources import DiaryStorage, NoteWriterResource
+
+LATE_DAYS = 30
+daily_partitions = dg.DailyPartitionsDefinition(start_date="2024-01-01", timezone="UTC")
+
+
+def _notes_ingested_since(storage: DiaryStorage, day: date) -> pl.DataFrame:
+    """Notes of batches created on `day` or up to LATE_DAYS after it (batch keys start with their time)."""
+    last = day + timedelta(days=LATE_DAYS)
+    paths = [
+        path
+        for path in storage.store.tier_path("tables", "diary_notes").glob("*.parquet")
+        if day <= batch_time(path.stem).date() <= last
+    ]
+    if not paths:
+        return pl.DataFrame(schema={"status": pl.Utf8, "recorded_at": pl.Datetime("us", "UTC"), "user": pl.Utf8})
+    return pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed")
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="diary",
+    kinds={"polars", "parquet"},
+    code_version="1",
+    deps=[dg.AssetDep("diary_notes", partition_mapping=dg.AllPartitionMapping())],
+    description="Per user and day, one diary entry combining that day's notes in recording-time order.",
+)
+def daily_digest(
+    context: dg.AssetExecutionContext, storage: DiaryStorage, note_writer: NoteWriterResource
+) -> pl.DataFrame:
+    day = context.partition_time_window.start.date()
+    table = write_digests(_notes_ingested_since(storage, day), day, note_writer.build())
+    preview = "\n\n---\n\n".join(table["markdown"].to_list()) or "*No recordings on this day.*"
+    context.add_output_metadata(
+        {
+            "dagster/row_count": table.height,
+            "users": table.height,
+            "recordings": int(table["recording_ids"].list.len().sum()) if table.height else 0,
+            "cost_usd": float(table["cost_usd"].sum()) if table.height else 0.0,
+            "preview": dg.MetadataValue.md(preview),
+        }
+    )
+    return table
+
+
+daily_digest_job = dg.define_asset_job("daily_digest_job", selection=[daily_digest])
+
+daily_digest_schedule = dg.build_schedule_from_partitioned_job(
+    daily_digest_job,
+    hour_of_day=0,
+    minute_of_hour=30,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Writes yesterday's digests half an hour after the day closes (UTC).",
+)
+
+
+@dg.asset_sensor(
+    asset_key=dg.AssetKey("diary_notes"),
+    job=daily_digest_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="A batch with recordings of a day that has already closed writes that day's digest again.",
+)
+def late_recordings_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry, storage: DiaryStorage):
+    batch = asset_event.dagster_event.partition
+    path = storage.store.table_path("diary_notes", batch)
+    if not batch or not path.exists():
+        return
+    today = datetime.now(timezone.utc).date()
+    notes = pl.read_parquet(path).filter(pl.col("status") == STATUS_OK)
+    days = sorted({recorded.date() for recorded in notes["recorded_at"]})
+    for day in days:
+        if day < today and day.isoformat() >= daily_partitions.start.strftime("%Y-%m-%d"):
+            yield dg.RunRequest(partition_key=day.isoformat(), run_key=f"{day.isoformat()}:{batch}")

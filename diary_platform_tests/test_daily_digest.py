@@ -1,0 +1,72 @@
+"""The daily digest: one entry per user and day, written through the router, again for late recordings."""
+
+import os
+from datetime import date, datetime, timezone
+
+import dagster as dg
+import polars as pl
+
+from diary_platform.assets.daily_digest import daily_digest, late_recordings_sensor
+from diary_platform.definitions import build_definitions
+from diary_platform.resources import build_resources
+from diary_platform.runner import process_files
+from diary_platform_tests.fake_llm import OPENAI, FakeLLM
+
+DAY = date(2026, 11, 20)
+
+
+def _recorded_on(paths, tmp_path, hours):
+    """Copies of the clips whose file times say they were recorded on DAY at the given hours."""
+    copies = []
+    for path, hour in zip(paths, hours):
+        copy = tmp_path / "uploads" / path.name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(path.read_bytes())
+        stamp = datetime(DAY.year, DAY.month, DAY.day, hour, 15, tzinfo=timezone.utc).timestamp()
+        os.utime(copy, (stamp, stamp))
+        copies.append(copy)
+    return copies
+
+
+def test_the_digest_lists_every_recording_of_the_day_in_order_and_late_ones_trigger_it_again(tmp_path, monkeypatch, clips):
+    with FakeLLM() as fake:
+        config = tmp_path / "llm.yaml"
+        config.write_text(
+            "providers:\n"
+            f"  - {{name: openai, kind: openai, models: [gpt-4o-mini], api_key_env: OPENAI_API_KEY, base_url: '{fake.openai_url}'}}\n"
+        )
+        monkeypatch.setenv("DIARY_DATA_DIR", str(tmp_path / "data"))
+        monkeypatch.setenv("DIARY_LLM_CONFIG", str(config))
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        from diary_platform.settings import Settings
+
+        settings = Settings.from_env()
+        resources = build_resources(settings)
+        files = _recorded_on([c.path for c in clips[:3]], tmp_path, hours=[20, 8, 13])
+        with dg.instance_for_test() as instance:
+            report = process_files(files, "alice", settings, instance)
+            fake.log.clear()
+            result = dg.materialize([daily_digest], partition_key=DAY.isoformat(), instance=instance, resources=resources)
+            digest = result.output_for_node("daily_digest")
+            assert digest.height == 1 and digest["user"][0] == "alice" and digest["day"][0] == DAY
+            by_hour = {r.recording_id: h for r, h in zip(report.results, [20, 8, 13])}
+            assert digest["recording_ids"][0].to_list() == sorted(by_hour, key=by_hour.get)
+            markdown = digest["markdown"][0]
+            assert "## Recordings of the day" in markdown
+            assert [line[2:7] for line in markdown.splitlines() if line.startswith("- ") and "`" in line] == [
+                "08:15", "13:15", "20:15",
+            ]
+            assert digest["provider"][0] == "openai" and digest["cost_usd"][0] > 0
+            assert len(fake.requests(OPENAI)) == 1
+
+            empty = dg.materialize([daily_digest], partition_key="2026-11-21", instance=instance, resources=resources)
+            assert empty.output_for_node("daily_digest").height == 0
+
+            definitions = build_definitions(settings)
+            context = dg.build_sensor_context(
+                instance=instance, resources=resources, definitions=definitions
+            )
+            requests = late_recordings_sensor.evaluate_tick(context).run_requests
+            assert [(r.partition_key, r.run_key) for r in requests] == [
+                (DAY.isoformat(), f"{DAY.isoformat()}:{report.results[0].batch_key}")
+            ]

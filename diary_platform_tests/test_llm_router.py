@@ -238,3 +238,15 @@ def test_note_templates_are_data_chosen_per_user(fake, tmp_path):
     assert chooser.write(request(user="bob")).template == "meeting"
     assert "meeting minutes" in fake.log[-1]["body"]["messages"][1]["content"]
     assert chooser.write(request(user="alice")).template == "diary_entry"
+
+
+def test_the_note_deadline_bounds_the_whole_chain(fake, tmp_path):
+    fake.script(OPENAI, GPT, *["stall"] * 3)
+    started = datetime.now()
+    note = router(fake, tmp_path, note_deadline_seconds=1.5).write(request())
+    elapsed = (datetime.now() - started).total_seconds()
+    assert note.provider == "local"
+    assert attempts(fake, ANTHROPIC, CLAUDE) == 0
+    assert f"anthropic/{CLAUDE}:skipped(deadline)" in note.fallback_path
+    assert attempts(fake, OPENAI, GPT) == 3
+    assert elapsed < 5, "each attempt's timeout is the deadline's share; only the SDK's backoff adds to it"

@@ -104,12 +104,14 @@ class Provider:
             http_client=self._http_client(timeout),
         )
 
-    def complete(self, model: str, messages: list[dict], schema: dict) -> Completion:
+    def complete(self, model: str, messages: list[dict], schema: dict, timeout: float) -> Completion:
+        """`timeout` bounds each HTTP attempt (the router passes what is left of the note's deadline)."""
         self._http_attempts = 0
+        client = self.client.with_options(timeout=timeout)
         try:
             if self.spec.kind == "anthropic":
-                return self._anthropic(model, messages, schema)
-            return self._openai(model, messages, schema)
+                return self._anthropic(client, model, messages, schema)
+            return self._openai(client, model, messages, schema)
         except ProviderFailure:
             raise
         except Exception as error:  # the SDKs' errors, after their own retries
@@ -117,9 +119,9 @@ class Provider:
                 raise
             raise _classify(error, self._http_attempts) from error
 
-    def _openai(self, model: str, messages: list[dict], schema: dict) -> Completion:
+    def _openai(self, client, model: str, messages: list[dict], schema: dict) -> Completion:
         limit = {"max_completion_tokens" if self.spec.kind == "openai" else "max_tokens": self.max_output_tokens}
-        raw = self.client.chat.completions.with_raw_response.create(
+        raw = client.chat.completions.with_raw_response.create(
             model=model,
             messages=messages,
             response_format={"type": "json_schema", "json_schema": {"name": "diary_note", "schema": schema}},
@@ -137,9 +139,9 @@ class Provider:
             http_attempts=self._http_attempts,
         )
 
-    def _anthropic(self, model: str, messages: list[dict], schema: dict) -> Completion:
+    def _anthropic(self, client, model: str, messages: list[dict], schema: dict) -> Completion:
         system = "\n".join(m["content"] for m in messages if m["role"] == "system")
-        raw = self.client.messages.with_raw_response.create(
+        raw = client.messages.with_raw_response.create(
             model=model,
             max_tokens=self.max_output_tokens,
             system=system,

@@ -80,6 +80,7 @@ class _Tally:
 
     user: str
     day: date
+    deadline: float
     path: list[str] = field(default_factory=list)
     attempts: int = 0
     input_tokens: int = 0
@@ -110,7 +111,7 @@ class NoteRouter:
     def write(self, request: NoteRequest) -> Note:
         started = time.monotonic()
         deadline = started + self.config.note_deadline_seconds
-        tally = _Tally(request.user, request.recorded_at.astimezone(timezone.utc).date())
+        tally = _Tally(request.user, request.recorded_at.astimezone(timezone.utc).date(), deadline)
         segments = request.segments or [{"start": 0.0, "end": 0.0, "text": request.transcript}]
         if request.transcript.strip():
             for spec, provider, breaker in self.chain:
@@ -196,7 +197,11 @@ class NoteRouter:
             return check_draft(self._call(provider, breaker, model, repair, tally), segment_count, prompting.PROMPT_FINGERPRINTS)
 
     def _call(self, provider, breaker, model, messages, tally) -> str:
-        completion = breaker.call(provider.complete, model, messages, json_schema())
+        remaining = tally.deadline - time.monotonic()
+        if remaining <= 0:
+            raise ProviderFailure("unavailable", "the note's deadline has passed", 0)
+        timeout = min(self.config.call_timeout_seconds, remaining / (self.config.max_retries + 1))
+        completion = breaker.call(provider.complete, model, messages, json_schema(), timeout)
         tally.attempts += completion.http_attempts
         tally.input_tokens += completion.input_tokens
         tally.output_tokens += completion.output_tokens

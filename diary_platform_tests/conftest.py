@@ -1,8 +1,14 @@
+import os
 import shutil
+import socket
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from diary_platform import telemetry
 
 from diary_platform.evaluation import Reference, read_manifest
 from diary_platform.settings import Settings
@@ -36,3 +42,19 @@ def drop(landing: Path, user: str, source: Path, name: str | None = None) -> Pat
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(source, target)
     return target
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def telemetry_exporters():
+    """OpenTelemetry for the whole session: in-memory spans and metrics, and the Prometheus endpoint."""
+    os.environ["DIARY_PROMETHEUS_PORT"] = str(_free_port())
+    spans = InMemorySpanExporter()
+    metrics = InMemoryMetricReader()
+    telemetry.configure(span_exporter=spans, metric_reader=metrics)
+    return {"spans": spans, "metrics": metrics, "prometheus_port": int(os.environ["DIARY_PROMETHEUS_PORT"])}

@@ -1,12 +1,18 @@
 """What every batch asset shares: its partitioning and group, the metadata it reports, its schema check."""
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 import pandera.polars as pa
 import polars as pl
 from pandera.errors import SchemaErrors
 
+from opentelemetry import context as otel_context
+
+from diary_platform import telemetry
+from diary_platform.domain.instruments import tracer
 from diary_platform.partitions import batch_partitions
 from diary_platform.resources import DiaryStorage
 
@@ -20,6 +26,19 @@ from diary_platform.domain.schemas import STATUS_QUARANTINED
 def batch_asset(**kwargs):
     """An asset over the `batches` partitions whose value is a polars table stored as Parquet."""
     return dg.asset(partitions_def=batch_partitions, group_name="diary", kinds={"polars", "parquet"}, **kwargs)
+
+
+@contextmanager
+def step_span(context: dg.AssetExecutionContext) -> Iterator[None]:
+    """The span of one batch step, child of the sensor tick that requested the run when there was one."""
+    telemetry.configure()
+    parent = telemetry.step_context(context.run.run_id, context.partition_key, context.run.tags)
+    token = otel_context.attach(parent)
+    try:
+        with tracer.start_as_current_span(f"{context.asset_key.to_user_string()} step"):
+            yield
+    finally:
+        otel_context.detach(token)
 
 
 def batch_metadata(table: pl.DataFrame, wall_seconds: float, audio_column: str | None = None) -> dict:

@@ -3,7 +3,7 @@ import time
 import dagster as dg
 import polars as pl
 
-from diary_platform.assets.batch_asset import batch_asset, batch_metadata, schema_check
+from diary_platform.assets.batch_asset import batch_asset, batch_metadata, step_span, schema_check
 from diary_platform.domain import stages
 from diary_platform.domain.schemas import DIARY_NOTES, STATUS_OK
 from diary_platform.resources import DiaryStorage, NoteWriterResource
@@ -22,7 +22,8 @@ def diary_notes(
     note_writer: NoteWriterResource,
 ) -> pl.DataFrame:
     started = time.perf_counter()
-    table = stages.write_notes(transcripts, note_writer.build(), storage.store)
+    with step_span(context):
+        table = stages.write_notes(transcripts, note_writer.build(), storage.store)
     written = table.filter(pl.col("status") == STATUS_OK)
     preview = "\n\n---\n\n".join(written["markdown"].head(PREVIEW_NOTES).to_list()) or "*No notes in this batch.*"
     context.add_output_metadata(

@@ -3,7 +3,7 @@ import time
 import dagster as dg
 import polars as pl
 
-from diary_platform.assets.batch_asset import batch_asset, batch_metadata, schema_check
+from diary_platform.assets.batch_asset import batch_asset, batch_metadata, step_span, schema_check
 from diary_platform.domain import stages
 from diary_platform.domain.schemas import RAW_AUDIO
 from diary_platform.resources import DiaryStorage
@@ -15,8 +15,8 @@ from diary_platform.resources import DiaryStorage
 )
 def raw_audio(context: dg.AssetExecutionContext, storage: DiaryStorage) -> pl.DataFrame:
     started = time.perf_counter()
-    manifest = storage.batches.read(context.partition_key)
-    table = stages.ingest(manifest, storage.store)
+    with step_span(context):
+        table = stages.ingest(storage.batches.read(context.partition_key), storage.store)
     context.add_output_metadata(batch_metadata(table, time.perf_counter() - started))
     return table
 

@@ -3,7 +3,7 @@ import time
 import dagster as dg
 import polars as pl
 
-from diary_platform.assets.batch_asset import batch_asset, batch_metadata, schema_check, stored_table
+from diary_platform.assets.batch_asset import batch_asset, batch_metadata, step_span, schema_check, stored_table
 from diary_platform.domain import stages
 from diary_platform.domain.schemas import TRANSCRIPTS
 from diary_platform.domain.transcription import code_version
@@ -30,7 +30,8 @@ def transcripts(
 ) -> pl.DataFrame:
     started = time.perf_counter()
     transcriber = whisper.transcriber()
-    table = stages.transcribe(validated_audio, transcriber, guards.config(), storage.store)
+    with step_span(context):
+        table = stages.transcribe(validated_audio, transcriber, guards.config(), storage.store)
     metadata = batch_metadata(table, time.perf_counter() - started, "audio_seconds")
     dropped = int(table["dropped_segments"].list.len().sum())
     context.add_output_metadata({**metadata, "model": transcriber.model_identity, "dropped_segments": dropped})

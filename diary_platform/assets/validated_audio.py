@@ -5,7 +5,7 @@ MAX_QUARANTINE_SHARE = 0.25
 import dagster as dg
 import polars as pl
 
-from diary_platform.assets.batch_asset import batch_asset, batch_metadata, schema_check, stored_table
+from diary_platform.assets.batch_asset import batch_asset, batch_metadata, step_span, schema_check, stored_table
 from diary_platform.domain import stages
 from diary_platform.domain.schemas import STATUS_QUARANTINED, VALIDATED_AUDIO
 from diary_platform.partitions import batch_partitions
@@ -23,7 +23,7 @@ def validated_audio(
     context: dg.AssetExecutionContext, raw_audio: pl.DataFrame, storage: DiaryStorage, decode_limits: DecodeLimits
 ) -> pl.DataFrame:
     started = time.perf_counter()
-    with decode_limits.sandboxes() as sandboxes:
+    with step_span(context), decode_limits.sandboxes() as sandboxes:
         table = stages.validate(raw_audio, storage.store, sandboxes)
     context.add_output_metadata(batch_metadata(table, time.perf_counter() - started, "duration_seconds"))
     return table

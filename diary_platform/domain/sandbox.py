@@ -162,19 +162,19 @@ class SandboxPool:
         for sandbox in self.sandboxes:
             sandbox._stop()
 
-    def decode_all(self, jobs: list[tuple[Path, Path]]) -> list[tuple[DecodeResult | AudioRejected, float]]:
-        """(result, seconds) in the order of `jobs`; a rejection is returned in its place, never raised."""
+    def decode_all(self, jobs: list[tuple[Path, Path]]) -> list[tuple[DecodeResult | AudioRejected, int, int]]:
+        """(result, start ns, end ns) in the order of `jobs`; a rejection is returned in its place, never raised."""
         free: queue.Queue[DecodeSandbox] = queue.Queue()
         for sandbox in self.sandboxes:
             free.put(sandbox)
 
-        def run(job: tuple[Path, Path]) -> tuple[DecodeResult | AudioRejected, float]:
+        def run(job: tuple[Path, Path]) -> tuple[DecodeResult | AudioRejected, int, int]:
             sandbox = free.get()
-            started = time.perf_counter()
+            started = time.time_ns()
             try:
-                return sandbox.decode(*job), time.perf_counter() - started
+                return sandbox.decode(*job), started, time.time_ns()
             except AudioRejected as rejected:
-                return rejected, time.perf_counter() - started
+                return rejected, started, time.time_ns()
             finally:
                 free.put(sandbox)
 

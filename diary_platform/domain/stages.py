@@ -15,7 +15,17 @@ from diary_platform.domain import audio, subtitles
 from diary_platform.domain.batches import BatchManifest
 from diary_platform.domain.guards import GuardConfig, apply_guards
 from diary_platform.domain.hashing import recording_id_for, sha256_file
-from diary_platform.domain.notes import NoteRequest, NoteWriter
+from diary_platform.domain.instruments import (
+    audio_seconds,
+    llm_cost,
+    llm_fallbacks,
+    llm_tokens,
+    recording_attributes,
+    recordings,
+    tracer,
+    transcription_speed,
+)
+from diary_platform.domain.notes import Note, NoteRequest, NoteWriter
 from diary_platform.domain.schemas import (
     DIARY_NOTES,
     IDENTITY_COLUMNS,
@@ -59,17 +69,23 @@ def ingest(manifest: BatchManifest, store: DataStore) -> pl.DataFrame:
             "original_uri": None,
             "size_bytes": item.size,
         }
-        if not source.is_file():
-            rows.append({**row, **_quarantine(row, "source_missing", f"The upload {source} is gone.")})
-            continue
-        stored, _ = store.store_original(source, item.content_sha256)
-        if sha256_file(stored) != item.content_sha256:
-            stored.unlink()
-            message = f"The upload {source} changed after it was picked up; it will be taken again as new content."
-            rows.append({**row, **_quarantine(row, "source_changed", message)})
-            continue
-        rows.append({**row, "original_uri": stored.as_uri()})
+        with tracer.start_as_current_span("ingest", attributes=recording_attributes(row)) as span:
+            row = _copy_original(row, source, item.content_sha256, store)
+            span.set_attribute("diary.status", row["status"])
+        recordings.add(1, {"stage": "ingest", "status": row["status"]})
+        rows.append(row)
     return table(RAW_AUDIO, rows)
+
+
+def _copy_original(row: dict, source: Path, content_sha256: str, store: DataStore) -> dict:
+    if not source.is_file():
+        return {**row, **_quarantine(row, "source_missing", f"The upload {source} is gone.")}
+    stored, _ = store.store_original(source, content_sha256)
+    if sha256_file(stored) != content_sha256:
+        stored.unlink()
+        message = f"The upload {source} changed after it was picked up; it will be taken again as new content."
+        return {**row, **_quarantine(row, "source_changed", message)}
+    return {**row, "original_uri": stored.as_uri()}
 
 
 def validate(raw: pl.DataFrame, store: DataStore, sandboxes: SandboxPool) -> pl.DataFrame:
@@ -85,12 +101,19 @@ def validate(raw: pl.DataFrame, store: DataStore, sandboxes: SandboxPool) -> pl.
     for row in rows:
         out = {**blank_row(VALIDATED_AUDIO), **_identity(row), "original_uri": row["original_uri"]}
         if row["recording_id"] in outcomes:
-            (_, target), (outcome, seconds) = outcomes[row["recording_id"]]
-            out["decode_seconds"] = seconds
-            if isinstance(outcome, audio.AudioRejected):
-                out.update(_quarantine(row, outcome.reason, outcome.message))
-            else:
-                out.update(_decoded_columns(outcome, target))
+            (_, target), (outcome, started_ns, ended_ns) = outcomes[row["recording_id"]]
+            decode_span = tracer.start_span("decode", start_time=started_ns, attributes=recording_attributes(row))
+            decode_span.end(end_time=ended_ns)
+            out["decode_seconds"] = (ended_ns - started_ns) / 1e9
+            with tracer.start_as_current_span("validate", attributes=recording_attributes(row)) as span:
+                if isinstance(outcome, audio.AudioRejected):
+                    out.update(_quarantine(row, outcome.reason, outcome.message))
+                else:
+                    out.update(_decoded_columns(outcome, target))
+                span.set_attributes({"diary.status": out["status"], "diary.audio_seconds": out["duration_seconds"] or 0.0})
+                if out["reason"]:
+                    span.set_attribute("diary.reason", out["reason"])
+            recordings.add(1, {"stage": "validate", "status": out["status"]})
         validated.append(out)
     return table(VALIDATED_AUDIO, validated)
 
@@ -137,10 +160,19 @@ def transcribe(
         if row["status"] != STATUS_OK:
             rows.append(out)
             continue
-        if not row["speech_ratio"]:
-            result = Transcript("", "", 0.0, [], row["duration_seconds"], 0.0)
-        else:
-            result = transcriber.transcribe(audio.read_wav(path_from_uri(row["normalised_uri"])))
+        with tracer.start_as_current_span("transcribe", attributes=recording_attributes(row)) as span:
+            if not row["speech_ratio"]:
+                result = Transcript("", "", 0.0, [], row["duration_seconds"], 0.0)
+            else:
+                result = transcriber.transcribe(audio.read_wav(path_from_uri(row["normalised_uri"])))
+            span.set_attributes(
+                {"diary.audio_seconds": result.audio_seconds, "diary.model": transcriber.model_identity,
+                 "diary.processing_seconds": result.processing_seconds}
+            )
+        audio_seconds.add(result.audio_seconds, {"model": transcriber.model_identity})
+        recordings.add(1, {"stage": "transcribe", "status": STATUS_OK})
+        if result.processing_seconds > 0:
+            transcription_speed.record(result.audio_seconds / result.processing_seconds, {"model": transcriber.model_identity})
         kept, dropped = apply_guards(result.segments, guards)
         result = replace(result, segments=kept, text=" ".join(s.text for s in kept if s.text).strip())
         uris = {}
@@ -189,7 +221,13 @@ def write_notes(transcripts: pl.DataFrame, writer: NoteWriter, store: DataStore)
             segments=row["segments"],
         )
         started = time.perf_counter()
-        note = writer.write(request)
+        with tracer.start_as_current_span("write_note", attributes=recording_attributes(row)) as span:
+            note = writer.write(request)
+            span.set_attributes(
+                {"diary.provider": note.provider, "diary.model": note.model, "diary.input_tokens": note.input_tokens,
+                 "diary.output_tokens": note.output_tokens, "diary.cost_usd": note.cost_usd}
+            )
+        _count_note(note)
         markdown = note.to_markdown(row["recorded_at"])
         path = store.note_path(row["recording_id"])
         write_text_atomic(path, markdown)
@@ -218,3 +256,13 @@ def write_notes(transcripts: pl.DataFrame, writer: NoteWriter, store: DataStore)
         rows.append(out)
     return table(DIARY_NOTES, rows)
 
+
+
+def _count_note(note: Note) -> None:
+    labels = {"provider": note.provider, "model": note.model}
+    recordings.add(1, {"stage": "write_note", "status": STATUS_OK})
+    llm_tokens.add(note.input_tokens, {**labels, "direction": "input"})
+    llm_tokens.add(note.output_tokens, {**labels, "direction": "output"})
+    llm_cost.add(note.cost_usd, labels)
+    if len(note.fallback_path) > 1:
+        llm_fallbacks.add(1, labels)

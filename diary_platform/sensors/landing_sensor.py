@@ -2,6 +2,8 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from diary_platform import telemetry
+from diary_platform.domain.instruments import tracer
 from diary_platform.domain.landing import LandingCursor
 from diary_platform.jobs import process_batch
 from diary_platform.partitions import BATCHES, batch_partitions
@@ -15,16 +17,24 @@ from diary_platform.resources import DiaryStorage, LandingFolder
     description="Turns settled uploads in the landing folder into batches: one partition and one run per batch.",
 )
 def landing_sensor(context: dg.SensorEvaluationContext, storage: DiaryStorage, landing: LandingFolder):
+    telemetry.configure()
     scanner = landing.scanner(storage, lambda key: context.instance.has_dynamic_partition(BATCHES, key))
-    tick = scanner.tick(LandingCursor.from_json(context.cursor), datetime.now(timezone.utc))
-    keys = [batch.key for batch in tick.batches]
+    with tracer.start_as_current_span("landing_sensor tick") as span:
+        tick = scanner.tick(LandingCursor.from_json(context.cursor), datetime.now(timezone.utc))
+        keys = [batch.key for batch in tick.batches]
+        span.set_attributes({"diary.files_scanned": tick.files_scanned, "diary.batches": len(keys)})
+        trace_tags = telemetry.traceparent_tags()
     context.log.info(
         f"scanned {tick.files_scanned} files, {len(tick.cursor.pending)} settling, "
         f"{len(tick.cursor.waiting)} waiting for a batch, {tick.duplicates} duplicates, {tick.refused} symlinks refused, {len(keys)} new batches"
     )
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(partition_key=batch.key, run_key=batch.key, tags={"diary/recordings": str(len(batch.items))})
+            dg.RunRequest(
+                partition_key=batch.key,
+                run_key=batch.key,
+                tags={"diary/recordings": str(len(batch.items)), **trace_tags},
+            )
             for batch in tick.batches
         ],
         dynamic_partitions_requests=[batch_partitions.build_add_request(keys)] if keys else [],

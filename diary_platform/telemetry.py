@@ -1,0 +1,95 @@
+"""OpenTelemetry for the platform: traces and metrics, configured from the standard OTEL_* variables.
+
+- Traces go to an OTLP collector when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-specific variable)
+  is set, to the console with `OTEL_TRACES_EXPORTER=console`, nowhere otherwise.
+- Metrics go to OTLP likewise, and are served for Prometheus on `DIARY_PROMETHEUS_PORT` when set.
+- Every span carries the Dagster run id (and batch) of the step it belongs to, copied from baggage.
+- A sensor tick's trace context travels into the run it requests as the run tag `diary/traceparent`.
+
+Domain code only uses the OpenTelemetry API (domain/instruments.py), which does nothing until this
+module configures providers; tests configure them with in-memory exporters.
+"""
+
+import os
+import threading
+
+from opentelemetry import baggage, context, metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor, SpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from diary_platform.domain.instruments import BATCH, RUN_ID
+
+TRACEPARENT_TAG = "diary/traceparent"
+_configured = False
+_lock = threading.Lock()
+
+
+class _StepAttributes(SpanProcessor):
+    """Copies the Dagster run id and batch from baggage onto every span started under a step."""
+
+    def on_start(self, span, parent_context=None) -> None:
+        for key in (RUN_ID, BATCH):
+            value = baggage.get_baggage(key, parent_context)
+            if value is not None:
+                span.set_attribute(key, str(value))
+
+
+def configure(span_exporter: SpanExporter | None = None, metric_reader: MetricReader | None = None) -> None:
+    """Install the providers once per process. Explicit exporters (tests) replace the environment's."""
+    global _configured
+    with _lock:
+        if _configured:
+            return
+        resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "diary-platform")})
+        tracer_provider = TracerProvider(resource=resource)
+        tracer_provider.add_span_processor(_StepAttributes())
+        readers: list[MetricReader] = []
+        if span_exporter is not None:
+            tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+        elif _otlp_endpoint("TRACES"):
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        elif os.environ.get("OTEL_TRACES_EXPORTER") == "console":
+            tracer_provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+        if metric_reader is not None:
+            readers.append(metric_reader)
+        elif _otlp_endpoint("METRICS"):
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        if os.environ.get("DIARY_PROMETHEUS_PORT"):
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
+            from prometheus_client import start_http_server
+
+            start_http_server(int(os.environ["DIARY_PROMETHEUS_PORT"]), addr="127.0.0.1")
+            readers.append(PrometheusMetricReader())
+        trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+        _configured = True
+
+
+def _otlp_endpoint(signal: str) -> bool:
+    return bool(os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+
+def traceparent_tags() -> dict[str, str]:
+    """The current trace context as run tags, for a run a sensor requests."""
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    return {TRACEPARENT_TAG: carrier["traceparent"]} if "traceparent" in carrier else {}
+
+
+def step_context(run_id: str, batch: str | None, tags: dict[str, str]) -> context.Context:
+    """The parent context of a step's span: the sensor tick's trace (if any) plus run id and batch baggage."""
+    parent = context.Context()
+    if TRACEPARENT_TAG in tags:
+        parent = TraceContextTextMapPropagator().extract({"traceparent": tags[TRACEPARENT_TAG]})
+    parent = baggage.set_baggage(RUN_ID, run_id, parent)
+    if batch:
+        parent = baggage.set_baggage(BATCH, batch, parent)
+    return parent

@@ -2,12 +2,8 @@
 
 import dagster as dg
 
-from diary_platform.assets.daily_digest import (
-    daily_digest,
-    daily_digest_job,
-    daily_digest_schedule,
-    late_recordings_sensor,
-)
+from diary_platform.assets.cost_report import cost_report, within_daily_budget
+from diary_platform.assets.daily_digest import daily_digest, daily_job, daily_schedule, late_recordings_sensor
 from diary_platform.assets.diary_notes import diary_notes, diary_notes_schema
 from diary_platform.assets.raw_audio import raw_audio, raw_audio_schema
 from diary_platform.assets.transcripts import mean_log_probability, transcripts, transcripts_schema
@@ -30,10 +26,10 @@ batch_checks = [
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*batch_assets, daily_digest],
-        asset_checks=batch_checks,
-        jobs=[process_batch, daily_digest_job],
-        schedules=[daily_digest_schedule],
+        assets=[*batch_assets, daily_digest, cost_report],
+        asset_checks=[*batch_checks, within_daily_budget],
+        jobs=[process_batch, daily_job],
+        schedules=[daily_schedule],
         sensors=[landing_sensor, late_recordings_sensor],
         resources=build_resources(settings),
     )

@@ -70,3 +70,11 @@ def test_the_digest_lists_every_recording_of_the_day_in_order_and_late_ones_trig
             assert [(r.partition_key, r.run_key) for r in requests] == [
                 (DAY.isoformat(), f"{DAY.isoformat()}:{report.results[0].batch_key}")
             ]
+
+
+def test_the_schedule_asks_for_yesterday_once_the_day_has_closed():
+    from diary_platform.assets.daily_digest import daily_schedule
+
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 27, 0, 30, tzinfo=timezone.utc))
+    request = daily_schedule(context)
+    assert request.partition_key == "2026-11-26" and request.job_name in (None, "daily_job")

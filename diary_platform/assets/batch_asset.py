@@ -1,6 +1,5 @@
 """What every batch asset shares: its partitioning and group, the metadata it reports, its schema check."""
 
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,10 +14,6 @@ from diary_platform import telemetry
 from diary_platform.domain.instruments import tracer
 from diary_platform.partitions import batch_partitions
 from diary_platform.resources import DiaryStorage
-
-# Checks partitioned like their assets are a preview feature in Dagster 1.13; they are what lets a
-# check run per batch, so the platform uses them knowingly.
-warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
 
 from diary_platform.domain.schemas import STATUS_QUARANTINED
 

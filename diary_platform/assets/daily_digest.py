@@ -6,10 +6,10 @@ import polars as pl
 from diary_platform.domain.batches import batch_time
 from diary_platform.domain.digest import write_digests
 from diary_platform.domain.schemas import STATUS_OK
+from diary_platform.partitions import daily_partitions
 from diary_platform.resources import DiaryStorage, NoteWriterResource
 
 LATE_DAYS = 30
-daily_partitions = dg.DailyPartitionsDefinition(start_date="2024-01-01", timezone="UTC")
 
 
 def _notes_ingested_since(storage: DiaryStorage, day: date) -> pl.DataFrame:
@@ -51,20 +51,27 @@ def daily_digest(
     return table
 
 
-daily_digest_job = dg.define_asset_job("daily_digest_job", selection=[daily_digest])
-
-daily_digest_schedule = dg.build_schedule_from_partitioned_job(
-    daily_digest_job,
-    hour_of_day=0,
-    minute_of_hour=30,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Writes yesterday's digests half an hour after the day closes (UTC).",
+daily_job = dg.define_asset_job(
+    "daily_job",
+    selection=dg.AssetSelection.assets("daily_digest", "cost_report"),
+    description="A day's digests and cost report.",
 )
+
+@dg.schedule(
+    cron_schedule="30 0 * * *",
+    execution_timezone="UTC",
+    job=daily_job,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Writes yesterday's digests and cost report half an hour after the day closes (UTC).",
+)
+def daily_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    yesterday = (context.scheduled_execution_time.astimezone(timezone.utc) - timedelta(days=1)).date().isoformat()
+    return dg.RunRequest(partition_key=yesterday, run_key=f"daily-{yesterday}")
 
 
 @dg.asset_sensor(
     asset_key=dg.AssetKey("diary_notes"),
-    job=daily_digest_job,
+    job=daily_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="A batch with recordings of a day that has already closed writes that day's digest again.",
 )

@@ -1,0 +1,93 @@
+import dagster as dg
+import polars as pl
+
+from diary_platform.domain.batches import batch_time
+from diary_platform.domain.costs import PlatformPrices, cost_report as build_cost_report, to_markdown
+from diary_platform.domain.spend import load_prices
+from diary_platform.domain.storage import path_from_uri
+from diary_platform.partitions import daily_partitions
+from diary_platform.resources import DiaryStorage, WhisperTranscriber
+
+URI_COLUMNS = {
+    "validated_audio": ["original_uri", "normalised_uri"],
+    "transcripts": ["txt_uri", "srt_uri", "vtt_uri", "json_uri"],
+    "diary_notes": ["note_uri"],
+}
+
+
+def _tables_of_day(storage: DiaryStorage, asset: str, day) -> pl.DataFrame:
+    paths = [
+        p for p in storage.store.tier_path("tables", asset).glob("*.parquet") if batch_time(p.stem).date() == day
+    ]
+    return pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed") if paths else pl.DataFrame()
+
+
+def _stored_bytes(tables: dict[str, pl.DataFrame]) -> dict[str, int]:
+    """Bytes of every file the day's recordings added, per user."""
+    totals: dict[str, int] = {}
+    for asset, columns in URI_COLUMNS.items():
+        frame = tables[asset]
+        for row in frame.iter_rows(named=True) if frame.height else []:
+            for column in columns:
+                if row.get(column):
+                    path = path_from_uri(row[column])
+                    if path.exists():
+                        totals[row["user"]] = totals.get(row["user"], 0) + path.stat().st_size
+    return totals
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="operations",
+    kinds={"polars", "parquet"},
+    code_version="1",
+    deps=[
+        dg.AssetDep(name, partition_mapping=dg.AllPartitionMapping())
+        for name in ("validated_audio", "transcripts", "diary_notes")
+    ],
+    description="What each day's processing cost per user: compute, language models, storage; per audio hour.",
+)
+def cost_report(context: dg.AssetExecutionContext, storage: DiaryStorage, whisper: WhisperTranscriber) -> pl.DataFrame:
+    day = context.partition_time_window.start.date()
+    tables = {asset: _tables_of_day(storage, asset, day) for asset in URI_COLUMNS}
+    report = build_cost_report(
+        tables["validated_audio"],
+        tables["transcripts"],
+        tables["diary_notes"],
+        _stored_bytes(tables),
+        PlatformPrices.load(),
+        load_prices(),
+        gpu=whisper.device.startswith("cuda"),
+    )
+    total = report.filter(pl.col("user") == "(total)").row(0, named=True)
+    context.add_output_metadata(
+        {
+            "dagster/row_count": report.height,
+            "total_usd": round(total["total_usd"], 6),
+            "compute_usd": round(total["compute_usd"], 6),
+            "llm_usd": round(total["llm_usd"], 6),
+            "storage_usd": round(total["storage_usd"], 6),
+            "audio_hours": round(total["audio_hours"], 6),
+            "usd_per_audio_hour": round(total["usd_per_audio_hour"] or 0.0, 6),
+            "report": dg.MetadataValue.md(to_markdown(report)),
+        }
+    )
+    return report
+
+
+@dg.asset_check(
+    asset=cost_report,
+    partitions_def=daily_partitions,
+    description="The day's total stays within the daily budget in config/platform_prices.yaml.",
+)
+def within_daily_budget(context: dg.AssetCheckExecutionContext, storage: DiaryStorage) -> dg.AssetCheckResult:
+    report = pl.read_parquet(storage.store.table_path("cost_report", context.partition_key))
+    total = float(report.filter(pl.col("user") == "(total)")["total_usd"].sum())
+    budget = PlatformPrices.load().daily_budget_usd
+    return dg.AssetCheckResult(
+        passed=total <= budget,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"total_usd": round(total, 6), "budget_usd": budget},
+    )
+
+

@@ -1,0 +1,61 @@
+"""The cost report: known inputs give known totals; a real day's report and its budget check."""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from diary_platform.assets.cost_report import cost_report, within_daily_budget
+from diary_platform.domain.costs import PlatformPrices, cost_report as build_report, to_markdown
+from diary_platform.resources import build_resources
+from diary_platform.runner import process_files
+
+PRICES = PlatformPrices(
+    cpu_usd_per_second=0.001, gpu_usd_per_second=0.01, storage_usd_per_gb_month={"hot": 3.0}, daily_budget_usd=1.0
+)
+MODELS = {"gpt-4o-mini": {"input": 0.15, "output": 0.60}}
+
+
+def test_known_inputs_give_the_expected_totals():
+    validated = pl.DataFrame({"user": ["ann", "ann", "bob"], "decode_seconds": [1.0, 2.0, 3.0]})
+    transcripts = pl.DataFrame(
+        {"user": ["ann", "ann", "bob"], "audio_seconds": [1800.0, 1800.0, 900.0], "processing_seconds": [10.0, 20.0, 30.0]}
+    )
+    notes = pl.DataFrame(
+        {"user": ["ann", "ann", "bob"], "model": ["gpt-4o-mini", "extractive-v1", "gpt-4o-mini"],
+         "input_tokens": [2_000_000, 0, 1_000_000], "output_tokens": [1_000_000, 0, 0]}
+    )
+    report = build_report(validated, transcripts, notes, {"ann": 1024**3, "bob": 0}, PRICES, MODELS, gpu=False)
+    rows = {row["user"]: row for row in report.iter_rows(named=True)}
+    ann, bob, total = rows["ann"], rows["bob"], rows["(total)"]
+    assert ann["compute_usd"] == pytest.approx(33 * 0.001)
+    assert ann["llm_usd"] == pytest.approx(2 * 0.15 + 1 * 0.60)
+    assert ann["storage_usd"] == pytest.approx(3.0 / 30)
+    assert ann["total_usd"] == pytest.approx(0.033 + 0.9 + 0.1)
+    assert ann["usd_per_audio_hour"] == pytest.approx(1.033)
+    assert bob["total_usd"] == pytest.approx(0.033 + 0.15) and bob["audio_hours"] == pytest.approx(0.25)
+    assert total["total_usd"] == pytest.approx(1.033 + 0.183)
+    assert total["usd_per_audio_hour"] == pytest.approx(1.216 / 1.25)
+    gpu = build_report(validated, transcripts, notes, {}, PRICES, MODELS, gpu=True)
+    assert gpu.filter(pl.col("user") == "ann")["compute_usd"][0] == pytest.approx(33 * 0.01)
+    assert "| (total) | 3 | 1.2500 |" in to_markdown(report)
+
+
+def test_the_day_report_of_the_examples_and_its_budget_check(settings, clips):
+    resources = build_resources(settings)
+    with dg.instance_for_test() as instance:
+        report = process_files([c.path for c in clips[:3]], "alice", settings, instance)
+        day = datetime.now(timezone.utc).date().isoformat()
+        result = dg.materialize([cost_report, within_daily_budget], partition_key=day, instance=instance, resources=resources)
+        table = result.output_for_node("cost_report")
+        total = table.filter(pl.col("user") == "(total)").row(0, named=True)
+        audio_hours = sum(r.audio_seconds for r in report.results) / 3600
+        assert total["audio_hours"] == pytest.approx(audio_hours, rel=1e-6)
+        assert total["compute_usd"] > 0 and total["storage_usd"] > 0 and total["llm_usd"] == 0
+        assert total["usd_per_audio_hour"] == pytest.approx(total["total_usd"] / audio_hours)
+        metadata = result.asset_materializations_for_node("cost_report")[0].metadata
+        assert metadata["usd_per_audio_hour"].value == pytest.approx(total["usd_per_audio_hour"], rel=1e-3)
+        assert "| alice |" in metadata["report"].value
+        [check] = result.get_asset_check_evaluations()
+        assert check.passed and check.severity == dg.AssetCheckSeverity.WARN

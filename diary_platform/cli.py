@@ -10,14 +10,14 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from diary_platform.settings import Settings
 
 app = typer.Typer(
     help="Spoken diary: voice recordings in, transcripts and diary notes out.",
     no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,
 )
 console = Console(stderr=True, soft_wrap=True)
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -56,15 +56,17 @@ def run(
     settings = Settings.from_env()
     files = _expand(paths or [EXAMPLES])
     instance = dagster_instance(settings)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task(f"hashing {len(files)} files", total=None)
-        report = process_files(
-            files,
-            user,
-            settings,
-            instance,
-            on_batch=lambda key, count: progress.update(task, description=f"batch {key}: {count} recordings"),
-        )
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(f"hashing {len(files)} files", total=len(files))
+
+        def on_batch(key: str, count: int) -> None:
+            progress.update(task, description=f"batch {key}: {count} recordings")
+
+        def on_done(count: int) -> None:
+            progress.advance(task, count)
+
+        report = process_files(files, user, settings, instance, on_batch=on_batch, on_done=on_done)
     _print_report(report, as_json)
 
 
@@ -126,6 +128,34 @@ def quarantine_redrive(
 
     settings = Settings.from_env()
     _print_report(redrive(settings, dagster_instance(settings), set(reason or ())), as_json)
+
+
+@app.command()
+def status(limit: int = typer.Option(10, help="How many recent batches.")) -> None:
+    """Recent batches: recordings by status, audio, transcription speed and note cost so far."""
+    from rich.table import Table
+
+    from diary_platform.domain.status import recent_batches
+    from diary_platform.domain.storage import DataStore
+
+    batches = recent_batches(DataStore(Settings.from_env().data_dir), limit)
+    table = Table(title="Recent batches")
+    for column in ("batch", "recordings", "ok", "quarantined", "audio s", "speed", "cost $"):
+        table.add_column(column, justify="left" if column == "batch" else "right")
+    for b in batches:
+        table.add_row(
+            b.batch_key, str(b.recordings), str(b.by_status.get("ok", 0)), str(b.by_status.get("quarantined", 0)),
+            f"{b.audio_seconds:.1f}", f"{b.speed:.1f}x", f"{b.cost_usd:.4f}",
+        )
+    out = Console(soft_wrap=True)
+    out.print(table)
+    audio = sum(b.audio_seconds for b in batches)
+    seconds = sum(b.transcribe_seconds for b in batches)
+    out.print(
+        f"{len(batches)} batches · {sum(b.recordings for b in batches)} recordings · "
+        f"{sum(b.by_status.get('quarantined', 0) for b in batches)} quarantined · audio {audio:.1f} s · "
+        f"speed {audio / seconds if seconds else 0:.1f}x · cost so far ${sum(b.cost_usd for b in batches):.4f}"
+    )
 
 
 @app.command()

@@ -133,6 +133,7 @@ def process_files(
     settings: Settings,
     instance: dg.DagsterInstance,
     on_batch: Callable[[str, int], None] = lambda key, count: None,
+    on_done: Callable[[int], None] = lambda count: None,
 ) -> RunReport:
     started = time.perf_counter()
     store = DataStore(settings.data_dir)
@@ -142,9 +143,11 @@ def process_files(
         files, user, datetime.now(timezone.utc), storage.batches, storage.ledger, settings.batch_limits
     )
     results: list[RecordingResult] = []
+    on_done(len(known))
     for manifest in manifests:
         on_batch(manifest.key, len(manifest.items))
         results += _materialize(manifest, settings, instance, resources)
+        on_done(len(manifest.items))
     for file in known:
         rows = _batch_rows(store, file.batch_key) if file.batch_key else {}
         results.append(_result(file.path, file.batch_key or "", rows.get(file.content_sha256, {}), False))

@@ -10,6 +10,7 @@ Domain code only uses the OpenTelemetry API (domain/instruments.py), which does 
 module configures providers; tests configure them with in-memory exporters.
 """
 
+import logging
 import os
 import threading
 
@@ -38,8 +39,12 @@ class _StepAttributes(SpanProcessor):
                 span.set_attribute(key, str(value))
 
 
-def configure(span_exporter: SpanExporter | None = None, metric_reader: MetricReader | None = None) -> None:
-    """Install the providers once per process. Explicit exporters (tests) replace the environment's."""
+def configure(
+    span_exporter: SpanExporter | None = None,
+    metric_reader: MetricReader | None = None,
+    prometheus_port: int | None = None,
+) -> None:
+    """Install the providers once per process. Explicit exporters and port (tests) replace the environment's."""
     global _configured
     with _lock:
         if _configured:
@@ -62,15 +67,25 @@ def configure(span_exporter: SpanExporter | None = None, metric_reader: MetricRe
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
             readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-        if os.environ.get("DIARY_PROMETHEUS_PORT"):
-            from opentelemetry.exporter.prometheus import PrometheusMetricReader
-            from prometheus_client import start_http_server
-
-            start_http_server(int(os.environ["DIARY_PROMETHEUS_PORT"]), addr="127.0.0.1")
-            readers.append(PrometheusMetricReader())
+        port = prometheus_port or int(os.environ.get("DIARY_PROMETHEUS_PORT") or 0)
+        if port:
+            readers.extend(_prometheus(port))
         trace.set_tracer_provider(tracer_provider)
         metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
         _configured = True
+
+
+def _prometheus(port: int) -> list[MetricReader]:
+    """Serve /metrics on 127.0.0.1:port; a port already taken (another process) costs only the endpoint."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr="127.0.0.1")
+    except OSError as error:
+        logging.getLogger(__name__).warning("Prometheus endpoint on port %s not started: %s", port, error)
+        return []
+    return [PrometheusMetricReader()]
 
 
 def _otlp_endpoint(signal: str) -> bool:

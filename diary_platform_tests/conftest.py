@@ -1,4 +1,3 @@
-import os
 import shutil
 import socket
 from pathlib import Path
@@ -53,8 +52,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="session", autouse=True)
 def telemetry_exporters():
     """OpenTelemetry for the whole session: in-memory spans and metrics, and the Prometheus endpoint."""
-    os.environ["DIARY_PROMETHEUS_PORT"] = str(_free_port())
+    port = _free_port()
     spans = InMemorySpanExporter()
     metrics = InMemoryMetricReader()
-    telemetry.configure(span_exporter=spans, metric_reader=metrics)
-    return {"spans": spans, "metrics": metrics, "prometheus_port": int(os.environ["DIARY_PROMETHEUS_PORT"])}
+    telemetry.configure(span_exporter=spans, metric_reader=metrics, prometheus_port=port)
+    return {"spans": spans, "metrics": metrics, "prometheus_port": port}

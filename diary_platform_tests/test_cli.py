@@ -62,3 +62,17 @@ def test_diary_run_json_reports_each_recording_and_quarantines_bad_input(tmp_pat
     assert records["broken.flac"]["status"] == "quarantined"
     assert records["broken.flac"]["reason"] in {"undecodable", "no_audio_decoded"}
     assert bad.exists()
+
+
+def test_diary_status_reports_recent_batches(tmp_path):
+    env = {**os.environ, "DIARY_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home")}
+    diary = str(Path(sys.executable).parent / "diary")
+    subprocess.run([diary, "run", str(EXAMPLES[0])], env=env, capture_output=True, text=True, timeout=600, check=True)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"")
+    subprocess.run([diary, "run", str(bad)], env=env, capture_output=True, text=True, timeout=600, check=True)
+    completed = subprocess.run([diary, "status"], env=env, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert "Recent batches" in completed.stdout
+    assert "2 batches · 2 recordings · 1 quarantined" in completed.stdout
+    assert "cost so far $0.0000" in completed.stdout

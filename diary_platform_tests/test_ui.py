@@ -105,6 +105,20 @@ def _dismiss_welcome(page) -> None:
         pass
 
 
+def _wait_for_run(batch: str, timeout: float = 420) -> str:
+    """The id of the run the UI launched for `batch`, once it has succeeded (read from the instance)."""
+    deadline = time.monotonic() + timeout
+    with dg.DagsterInstance.get() as instance:
+        while time.monotonic() < deadline:
+            runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch}))
+            if runs and runs[0].status == dg.DagsterRunStatus.SUCCESS:
+                return runs[0].run_id
+            if runs and runs[0].status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+                pytest.fail(f"the run launched from the UI ended {runs[0].status}")
+            time.sleep(2)
+    pytest.fail(f"no successful run for batch {batch} within {timeout:g} s")
+
+
 def test_the_ui_shows_lineage_runs_a_batch_and_shows_the_note_and_the_cost_report(webserver):
     from playwright.sync_api import expect, sync_playwright
 
@@ -131,9 +145,11 @@ def test_the_ui_shows_lineage_runs_a_batch_and_shows_the_note_and_the_cost_repor
         expect(page.get_by_text("1 partition", exact=True).first).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "launch.png"))
         page.get_by_role("button", name="Launch 1 run").click()
+        expect(page.get_by_text("Launch runs to materialize 4 assets")).to_be_hidden()
+        run_id = _wait_for_run(batch)
 
-        page.goto(f"{url}/runs")
-        expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=300_000)
+        page.goto(f"{url}/runs/{run_id}")
+        expect(page.get_by_text("Success", exact=True).first).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "run.png"))
 
         page.goto(f"{url}/assets/diary_notes?view=events&partition={batch}")

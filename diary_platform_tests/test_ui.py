@@ -154,8 +154,9 @@ def test_the_ui_shows_lineage_runs_a_batch_and_shows_the_note_and_the_cost_repor
 
         page.goto(f"{url}/assets/diary_notes?view=events&partition={batch}")
         expect(page.get_by_text("preview").first).to_be_visible()
-        page.get_by_text("preview").first.scroll_into_view_if_needed()
-        page.screenshot(path=str(ARTIFACTS / "note_preview.png"), full_page=True)
+        page.get_by_text("[Show Markdown]").first.click()
+        expect(page.get_by_text("Today I walked to the market", exact=False).first).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "note_preview.png"))
 
         day = datetime.now(timezone.utc).date().isoformat()
         resources = build_resources(webserver["settings"])

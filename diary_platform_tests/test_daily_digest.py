@@ -4,7 +4,6 @@ import os
 from datetime import date, datetime, timezone
 
 import dagster as dg
-import polars as pl
 
 from diary_platform.assets.daily_digest import daily_digest, late_recordings_sensor
 from diary_platform.definitions import build_definitions

@@ -96,7 +96,7 @@ def validate(raw: pl.DataFrame, store: DataStore, sandboxes: SandboxPool) -> pl.
     rows = raw.to_dicts()
     todo = [row for row in rows if row["status"] == STATUS_OK]
     jobs = [(path_from_uri(r["original_uri"]), store.normalised_audio_path(r["content_sha256"])) for r in todo]
-    outcomes = dict(zip((r["recording_id"] for r in todo), zip(jobs, sandboxes.decode_all(jobs))))
+    outcomes = dict(zip((r["recording_id"] for r in todo), zip(jobs, sandboxes.decode_all(jobs), strict=True), strict=True))
     validated = []
     for row in rows:
         out = {**blank_row(VALIDATED_AUDIO), **_identity(row), "original_uri": row["original_uri"]}

@@ -106,9 +106,8 @@ def quarantine_list(
 ) -> None:
     """Recordings whose latest attempt was rejected, with the reason and a message a person understands."""
     from diary_platform.domain.quarantine import list_quarantine
-    from diary_platform.domain.storage import DataStore
 
-    recordings = list_quarantine(DataStore(Settings.from_env().data_dir), set(reason or ()))
+    recordings = list_quarantine(Settings.from_env().data_store(), set(reason or ()))
     out = Console(soft_wrap=True)
     for r in recordings:
         if as_json:
@@ -136,9 +135,8 @@ def status(limit: int = typer.Option(10, help="How many recent batches.")) -> No
     from rich.table import Table
 
     from diary_platform.domain.status import recent_batches
-    from diary_platform.domain.storage import DataStore
 
-    batches = recent_batches(DataStore(Settings.from_env().data_dir), limit)
+    batches = recent_batches(Settings.from_env().data_store(), limit)
     table = Table(title="Recent batches")
     for column in ("batch", "recordings", "ok", "quarantined", "audio s", "speed", "cost $"):
         table.add_column(column, justify="left" if column == "batch" else "right")
@@ -156,6 +154,17 @@ def status(limit: int = typer.Option(10, help="How many recent batches.")) -> No
         f"{sum(b.by_status.get('quarantined', 0) for b in batches)} quarantined · audio {audio:.1f} s · "
         f"speed {audio / seconds if seconds else 0:.1f}x · cost so far ${sum(b.cost_usd for b in batches):.4f}"
     )
+
+
+@app.command("instance-setup")
+def instance_setup() -> None:
+    """Set the instance's pool limits: `gpu` (DIARY_GPU_SLOTS) and `llm` (DIARY_LLM_SLOTS); run once per deploy."""
+    from diary_platform.runner import configure_pools, dagster_instance
+
+    settings = Settings.from_env()
+    instance = dagster_instance(settings)
+    for pool, slots in configure_pools(instance, settings.pool_slots).items():
+        console.print(f"pool {pool}: {slots} slots")
 
 
 @app.command()

@@ -1,25 +1,27 @@
-"""Asset values as Parquet files, one per asset partition, written atomically."""
+"""Asset values as Parquet objects, one per asset partition, through the tiered store."""
 
 import dagster as dg
 import polars as pl
 
-from diary_platform.domain.storage import DataStore, atomic_writer
+from diary_platform.resources import DiaryStorage
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
-    data_dir: str
-
-    def _path(self, context: dg.OutputContext | dg.InputContext, partition_key: str):
-        return DataStore(self.data_dir).table_path(context.asset_key.to_user_string(), partition_key)
+    storage: dg.ResourceDependency[DiaryStorage]
 
     def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame) -> None:
-        path = self._path(context, context.partition_key)
-        with atomic_writer(path) as handle:
-            obj.write_parquet(handle)
+        written = self.storage.store.write_table(context.asset_key.to_user_string(), context.partition_key, obj)
         context.add_output_metadata(
-            {"path": dg.MetadataValue.path(str(path)), "bytes": path.stat().st_size}
+            {
+                "path": dg.MetadataValue.path(written.uri),
+                "tier": written.tier,
+                "bytes": written.size,
+                "new_object": written.new,
+            }
         )
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame:
-        frames = [pl.read_parquet(self._path(context, key)) for key in context.asset_partition_keys]
+        store = self.storage.store
+        name = context.asset_key.to_user_string()
+        frames = [store.read_table(name, key) for key in context.asset_partition_keys]
         return pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]

@@ -3,8 +3,10 @@
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlparse
 
 import dagster as dg
+from dagster_gcp import GCSResource
 
 from diary_platform.domain.batches import BatchStore
 from diary_platform.domain.guards import GuardConfig
@@ -19,13 +21,24 @@ from diary_platform.settings import Settings
 
 
 class DiaryStorage(dg.ConfigurableResource):
-    """The data folder: originals, normalised audio, transcript files, notes, manifests and ledger."""
+    """Objects (originals, normalised audio, tables, transcript files, notes) in the data folder's tiers or
+    under a gs:// prefix; manifests and the ledger in the data folder."""
 
     data_dir: str
+    storage_uri: str = ""
+    gcs_project: str = ""
 
     @property
     def store(self) -> DataStore:
-        return DataStore(self.data_dir)
+        return DataStore.open(self.data_dir, self.storage_uri, self.gcs_project or None)
+
+    @property
+    def bucket_name(self) -> str | None:
+        return urlparse(self.storage_uri).netloc if self.storage_uri.startswith("gs://") else None
+
+    def gcs(self) -> GCSResource:
+        """dagster-gcp's client resource, for what gcsfs does not expose (bucket lifecycle rules)."""
+        return GCSResource(project=self.gcs_project or None)
 
     @property
     def batches(self) -> BatchStore:
@@ -113,18 +126,23 @@ class LandingFolder(dg.ConfigurableResource):
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
+    from diary_platform.assets.storage_tiers import TieringPolicyResource
     from diary_platform.io_manager import ParquetIOManager
 
     limits = settings.batch_limits
+    storage = DiaryStorage(
+        data_dir=str(settings.data_dir), storage_uri=settings.storage_uri, gcs_project=settings.gcs_project
+    )
     return {
-        "storage": DiaryStorage(data_dir=str(settings.data_dir)),
-        "io_manager": ParquetIOManager(data_dir=str(settings.data_dir)),
+        "storage": storage,
+        "io_manager": ParquetIOManager(storage=storage),
         "decode_limits": DecodeLimits(**vars(settings.decode_limits)),
         "whisper": WhisperTranscriber.from_config(settings.transcriber),
         "guards": TranscriptGuards(**vars(settings.guards)),
         "note_writer": NoteWriterResource(
             llm_config=settings.llm_config, local_only=settings.local_only, state_dir=str(settings.data_dir / "state")
         ),
+        "tiering": TieringPolicyResource(**vars(settings.tiering)),
         "landing": LandingFolder(
             landing_dir=str(settings.landing_dir),
             max_files=limits.max_files,

@@ -5,14 +5,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import dagster as dg
-import polars as pl
 
 from diary_platform.definitions import batch_assets, batch_checks
 from diary_platform.domain.landing import batch_files
 from diary_platform.domain.quarantine import list_quarantine, redrive_manifest
-from diary_platform.domain.storage import DataStore, path_from_uri
+from diary_platform.domain.storage import DataStore
 from diary_platform.partitions import BATCHES
 from diary_platform.resources import build_resources
 from diary_platform.settings import Settings
@@ -65,19 +65,33 @@ def dagster_instance(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
+def configure_pools(instance: dg.DagsterInstance, slots: dict[str, int]) -> dict[str, int]:
+    """Pool limits live in the instance's storage, not in dagster.yaml; this sets them, idempotently."""
+    for pool, count in slots.items():
+        instance.event_log_storage.set_concurrency_slots(pool, count)
+    return {pool: instance.event_log_storage.get_concurrency_info(pool).slot_count for pool in slots}
+
+
 def _batch_rows(store: DataStore, batch_key: str) -> dict[str, dict]:
     """One joined row per content hash across the four tables of a batch, as far as they exist."""
     joined: dict[str, dict] = {}
     for name in TABLES:
-        path = store.table_path(name, batch_key)
-        if not path.exists():
+        if not store.has_table(name, batch_key):
             continue
-        for row in pl.read_parquet(path).iter_rows(named=True):
+        for row in store.read_table(name, batch_key).iter_rows(named=True):
             joined.setdefault(row["content_sha256"], {})[name] = row
     return joined
 
 
-def _result(file: Path, batch_key: str, tables: dict, new: bool) -> RecordingResult:
+def _location(store: DataStore, uri: str | None) -> str | None:
+    """A local path where the object is a local file (in whichever tier), else its URI."""
+    found = store.find_uri(uri) if uri else None
+    if found is None:
+        return uri
+    return str(Path(unquote(urlparse(found.uri).path))) if found.uri.startswith("file:") else found.uri
+
+
+def _result(store: DataStore, file: Path, batch_key: str, tables: dict, new: bool) -> RecordingResult:
     raw = tables.get("raw_audio", {})
     validated = tables.get("validated_audio", {})
     transcript = tables.get("transcripts", {})
@@ -94,9 +108,9 @@ def _result(file: Path, batch_key: str, tables: dict, new: bool) -> RecordingRes
         warnings=list(validated.get("warnings") or []),
         audio_seconds=float(validated.get("duration_seconds") or 0.0),
         transcript=transcript.get("text"),
-        transcript_path=str(path_from_uri(transcript["txt_uri"])) if transcript.get("txt_uri") else None,
+        transcript_path=_location(store, transcript.get("txt_uri")),
         note_markdown=note.get("markdown"),
-        note_path=str(path_from_uri(note["note_uri"])) if note.get("note_uri") else None,
+        note_path=_location(store, note.get("note_uri")),
         timings={
             "decode_seconds": float(validated.get("decode_seconds") or 0.0),
             "transcribe_seconds": float(transcript.get("processing_seconds") or 0.0),
@@ -110,8 +124,9 @@ def _materialize(manifest, settings: Settings, instance: dg.DagsterInstance, res
     dg.materialize(
         [*batch_assets, *batch_checks], partition_key=manifest.key, instance=instance, resources=resources, run_config=QUIET
     )
-    rows = _batch_rows(DataStore(settings.data_dir), manifest.key)
-    return [_result(Path(i.source_path), manifest.key, rows.get(i.content_sha256, {}), True) for i in manifest.items]
+    store = settings.data_store()
+    rows = _batch_rows(store, manifest.key)
+    return [_result(store, Path(i.source_path), manifest.key, rows.get(i.content_sha256, {}), True) for i in manifest.items]
 
 
 def redrive(
@@ -119,7 +134,7 @@ def redrive(
 ) -> RunReport:
     """Process the quarantined recordings again, as one new batch, under the current limits."""
     started = time.perf_counter()
-    recordings = list_quarantine(DataStore(settings.data_dir), reasons)
+    recordings = list_quarantine(settings.data_store(), reasons)
     if not recordings:
         return RunReport([], time.perf_counter() - started)
     resources = build_resources(settings)
@@ -136,7 +151,7 @@ def process_files(
     on_done: Callable[[int], None] = lambda count: None,
 ) -> RunReport:
     started = time.perf_counter()
-    store = DataStore(settings.data_dir)
+    store = settings.data_store()
     resources = build_resources(settings)
     storage = resources["storage"]
     manifests, known = batch_files(
@@ -150,5 +165,5 @@ def process_files(
         on_done(len(manifest.items))
     for file in known:
         rows = _batch_rows(store, file.batch_key) if file.batch_key else {}
-        results.append(_result(file.path, file.batch_key or "", rows.get(file.content_sha256, {}), False))
+        results.append(_result(store, file.path, file.batch_key or "", rows.get(file.content_sha256, {}), False))
     return RunReport(results, time.perf_counter() - started)

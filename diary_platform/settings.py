@@ -11,6 +11,8 @@ from diary_platform.domain.audio import DEFAULT_MAX_DECODED_SECONDS
 from diary_platform.domain.guards import GuardConfig
 from diary_platform.domain.landing import BatchLimits
 from diary_platform.domain.sandbox import SandboxLimits
+from diary_platform.domain.storage import DataStore
+from diary_platform.domain.tiering import TieringPolicy
 from diary_platform.domain.transcription import TranscriberConfig
 
 
@@ -28,9 +30,17 @@ def _optional_float(name: str) -> float | None:
     return float(value) if value else None
 
 
+def _optional_int(name: str) -> int | None:
+    value = _env(name, "")
+    return int(value) if value else None
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
+    storage_uri: str
+    gcs_project: str
+    tiering: TieringPolicy
     landing_dir: Path
     decode_limits: SandboxLimits
     batch_limits: BatchLimits
@@ -38,6 +48,11 @@ class Settings:
     guards: GuardConfig
     llm_config: str
     local_only: bool
+    pool_slots: dict[str, int]
+
+    def data_store(self) -> DataStore:
+        """Objects in the data folder's tiers, or under DIARY_STORAGE_URI; control state in the data folder."""
+        return DataStore.open(self.data_dir, self.storage_uri, self.gcs_project or None)
 
     @property
     def dagster_home(self) -> Path:
@@ -52,6 +67,13 @@ class Settings:
         language = _env("DIARY_LANGUAGE", "en")
         return cls(
             data_dir=data_dir,
+            storage_uri=_env("DIARY_STORAGE_URI", ""),
+            gcs_project=_env("DIARY_GCS_PROJECT", ""),
+            tiering=TieringPolicy(
+                warm_after_days=int(_env("DIARY_WARM_AFTER_DAYS", "30")),
+                cold_after_days=int(_env("DIARY_COLD_AFTER_DAYS", "180")),
+                delete_originals_after_days=_optional_int("DIARY_DELETE_ORIGINALS_AFTER_DAYS"),
+            ),
             landing_dir=Path(_env("DIARY_LANDING", str(data_dir / "landing"))).expanduser().resolve(),
             decode_limits=SandboxLimits(
                 max_file_bytes=int(_env("DIARY_MAX_FILE_BYTES", str(500 * 1024 * 1024))),
@@ -86,4 +108,8 @@ class Settings:
             ),
             llm_config=_env("DIARY_LLM_CONFIG", ""),
             local_only=_flag("DIARY_LOCAL_ONLY", False),
+            pool_slots={
+                "gpu": int(_env("DIARY_GPU_SLOTS", "1")),
+                "llm": int(_env("DIARY_LLM_SLOTS", "4")),
+            },
         )

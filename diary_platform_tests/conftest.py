@@ -1,5 +1,7 @@
+import os
 import shutil
 import socket
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -57,3 +59,63 @@ def telemetry_exporters():
     metrics = InMemoryMetricReader()
     telemetry.configure(span_exporter=spans, metric_reader=metrics, prometheus_port=port)
     return {"spans": spans, "metrics": metrics, "prometheus_port": port}
+
+
+def unavailable(message: str) -> None:
+    """A service a test needs is missing: a failure in CI, a skip with the reason on a laptop."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """gcp-storage-emulator on 127.0.0.1 (in memory); both gcsfs and google-cloud-storage find it through
+    STORAGE_EMULATOR_HOST, as they would find a real endpoint."""
+    from gcp_storage_emulator.server import create_server
+
+    port = _free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+    yield os.environ["STORAGE_EMULATOR_HOST"]
+    server.stop()
+    if previous is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = previous
+
+
+@pytest.fixture
+def gcs_bucket(gcs_emulator):
+    """A fresh bucket per test, through the real google-cloud-storage client."""
+    from google.cloud import storage
+
+    client = storage.Client(project="diary-test")
+    bucket = client.create_bucket(f"diary-{uuid.uuid4().hex[:12]}")
+    return client, bucket
+
+
+POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+
+
+@pytest.fixture
+def postgres_database():
+    """A new, empty database on the local Postgres for one test, dropped afterwards."""
+    import psycopg2
+
+    try:
+        admin = psycopg2.connect(dbname="postgres", connect_timeout=3, **POSTGRES)
+    except psycopg2.OperationalError as error:
+        unavailable(f"Postgres is not reachable on 127.0.0.1:5432 ({error})")
+    admin.autocommit = True
+    name = f"diary_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    try:
+        yield {**POSTGRES, "dbname": name}
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()

@@ -62,10 +62,8 @@ def test_the_digest_lists_every_recording_of_the_day_in_order_and_late_ones_trig
             assert empty.output_for_node("daily_digest").height == 0
 
             definitions = build_definitions(settings)
-            context = dg.build_sensor_context(
-                instance=instance, resources=resources, definitions=definitions
-            )
-            requests = late_recordings_sensor.evaluate_tick(context).run_requests
+            with dg.build_sensor_context(instance=instance, resources=resources, definitions=definitions) as context:
+                requests = late_recordings_sensor.evaluate_tick(context).run_requests
             assert [(r.partition_key, r.run_key) for r in requests] == [
                 (DAY.isoformat(), f"{DAY.isoformat()}:{report.results[0].batch_key}")
             ]

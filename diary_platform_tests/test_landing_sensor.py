@@ -205,19 +205,18 @@ def test_the_dagster_sensor_adds_partitions_and_one_run_per_batch(tmp_path, monk
         path.write_bytes(bytes([index]) * 8)
     resources = build_resources(settings)
     with dg.instance_for_test() as instance:
-        first = landing_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            first = landing_sensor(context)
         assert first.run_requests == [] and first.dynamic_partitions_requests == []
-        second = landing_sensor(
-            dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=resources)
-        )
+        with dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=resources) as context:
+            second = landing_sensor(context)
         keys = [r.partition_key for r in second.run_requests]
         assert len(keys) == 2
         assert [r.run_key for r in second.run_requests] == keys
         assert [list(r.partition_keys) for r in second.dynamic_partitions_requests] == [keys]
         instance.add_dynamic_partitions("batches", keys)
-        third = landing_sensor(
-            dg.build_sensor_context(instance=instance, cursor=second.cursor, resources=resources)
-        )
+        with dg.build_sensor_context(instance=instance, cursor=second.cursor, resources=resources) as context:
+            third = landing_sensor(context)
         assert third.run_requests == []
 
 

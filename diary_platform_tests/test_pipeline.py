@@ -9,7 +9,7 @@ import pytest
 
 from diary_platform.definitions import batch_assets, batch_checks
 from diary_platform.domain.schemas import SCHEMAS
-from diary_platform.domain.storage import DataStore, path_from_uri
+from diary_platform.domain.storage import DataStore
 from diary_platform.evaluation import word_error_rate
 from diary_platform.resources import build_resources
 from diary_platform.sensors.landing_sensor import landing_sensor
@@ -23,8 +23,8 @@ def _digest(path):
 
 
 def _tick(instance, resources, cursor):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
-    result = landing_sensor(context)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+        result = landing_sensor(context)
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     return result
@@ -74,7 +74,7 @@ def test_every_table_meets_its_contract_and_lists_every_recording(processed, cli
     for name, frame in processed["tables"].items():
         SCHEMAS[name].validate(frame)
         assert frame.height == len(clips) + 2, name
-    stored = pl.read_parquet(DataStore(processed["settings"].data_dir).table_path("diary_notes", processed["batch"]))
+    stored = DataStore(processed["settings"].data_dir).read_table("diary_notes", processed["batch"])
     assert stored.equals(processed["tables"]["diary_notes"])
 
 
@@ -119,20 +119,22 @@ def test_bad_upload_is_quarantined_with_a_reason_and_the_batch_goes_on(processed
 
 def test_landing_files_stay_untouched_and_originals_are_content_addressed(processed):
     assert {path: _digest(path) for path in processed["before"]} == processed["before"]
+    objects = DataStore(processed["settings"].data_dir).objects
     for row in processed["tables"]["raw_audio"].iter_rows(named=True):
-        stored = path_from_uri(row["original_uri"])
-        assert stored.name.startswith(row["content_sha256"])
-        assert _digest(stored) == row["content_sha256"]
+        key = objects.key(row["original_uri"])
+        assert key.rsplit("/", 1)[-1].startswith(row["content_sha256"])
+        assert hashlib.sha256(objects.read_bytes(key)).hexdigest() == row["content_sha256"]
 
 
 def test_transcript_files_are_written_per_recording(processed):
+    store = DataStore(processed["settings"].data_dir)
     for row in processed["tables"]["transcripts"].filter(pl.col("status") == "ok").iter_rows(named=True):
-        srt = path_from_uri(row["srt_uri"]).read_text()
-        vtt = path_from_uri(row["vtt_uri"]).read_text()
+        srt = store.read_text(row["srt_uri"])
+        vtt = store.read_text(row["vtt_uri"])
         assert srt.startswith("1\n00:00:") and " --> " in srt
         assert vtt.startswith("WEBVTT\n\n00:00:")
-        assert path_from_uri(row["txt_uri"]).read_text().split() == row["text"].split()
-        record = json.loads(path_from_uri(row["json_uri"]).read_text())
+        assert store.read_text(row["txt_uri"]).split() == row["text"].split()
+        record = json.loads(store.read_text(row["json_uri"]))
         assert record["recording_id"] == row["recording_id"]
         assert [s["text"] for s in record["segments"]] == [s["text"] for s in row["segments"]]
 

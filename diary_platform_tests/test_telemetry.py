@@ -20,9 +20,11 @@ def test_one_batch_gives_a_trace_from_the_sensor_tick_to_every_recording(setting
         drop(settings.landing_dir, "alice", clip.path)
     resources = build_resources(settings)
     with dg.instance_for_test() as instance:
-        first = landing_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            first = landing_sensor(context)
         exporter.clear()
-        second = landing_sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=resources))
+        with dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=resources) as context:
+            second = landing_sensor(context)
         [request] = second.run_requests
         assert request.tags["diary/traceparent"].startswith("00-")
         instance.add_dynamic_partitions("batches", [request.partition_key])

@@ -110,8 +110,8 @@ def test_silence_and_noise_give_no_transcript_text(bad_batch):
 def test_measurements_and_warnings_describe_the_audio(bad_batch):
     store = DataStore(bad_batch["settings"].data_dir)
     key = bad_batch["report"].results[0].batch_key
-    validated = pl.read_parquet(store.table_path("validated_audio", key))
-    raw = pl.read_parquet(store.table_path("raw_audio", key)).select("recording_id", "source_name")
+    validated = store.read_table("validated_audio", key)
+    raw = store.read_table("raw_audio", key).select("recording_id", "source_name")
     rows = {r["source_name"]: r for r in validated.join(raw, on="recording_id").iter_rows(named=True)}
     truncated = rows["truncated.mp3"]
     assert truncated["partial"] and "partial" in truncated["warnings"]
@@ -131,9 +131,9 @@ def test_originals_are_never_modified_and_stored_names_come_from_the_hash(bad_ba
     for path, content in bad_batch["before"].items():
         assert path.read_bytes() == content
     store = DataStore(bad_batch["settings"].data_dir)
-    stored = [p.name for p in store.tier_path("audio").rglob("*") if p.is_file()]
+    stored = [p.name for p in (store.state_root / "hot" / "audio").rglob("*") if p.is_file()]
     assert stored and all(len(name.split(".")[0]) == 64 and name.isascii() for name in stored)
-    assert not [p for p in store.tier_path("audio").rglob(".*.tmp")]
+    assert not [p for p in (store.state_root / "hot" / "audio").rglob(".*.tmp")]
 
 
 def test_the_quarantine_lists_every_rejected_recording(bad_batch):
@@ -181,12 +181,12 @@ def test_a_decoder_crash_or_hang_quarantines_only_that_recording(tmp_path):
         with open(upload, "ab") as handle:
             handle.write(marker)  # trailing bytes after the FLAC frames: ignored by the decoder
         sha = hashlib.sha256(upload.read_bytes()).hexdigest()
-        stored, _ = store.store_original(upload, sha)
+        stored = store.store_original(upload, sha)
         rows.append({
             "recording_id": sha[:24], "content_sha256": sha, "batch_key": "20261126T090000Z-00000000",
             "user": "alice", "recorded_at": datetime(2026, 11, 26, tzinfo=timezone.utc),
             "status": "ok", "reason": None, "message": None, "source_path": str(upload), "source_name": name,
-            "original_uri": stored.as_uri(), "size_bytes": stored.stat().st_size,
+            "original_uri": stored.uri, "size_bytes": stored.size,
         })
     limits = SandboxLimits(max_wall_seconds=5, max_memory_bytes=1536 * MB, workers=2)
     with SandboxPool(limits, command=(sys.executable, str(worker))) as sandboxes:
@@ -196,7 +196,7 @@ def test_a_decoder_crash_or_hang_quarantines_only_that_recording(tmp_path):
     assert outcome["crash.flac"][:2] == ("quarantined", "decoder_crashed") and "SIGSEGV" in outcome["crash.flac"][2]
     assert outcome["hang.flac"][:2] == ("quarantined", "decode_timeout")
     assert outcome["hog.flac"][:2] == ("quarantined", "too_much_memory")
-    assert not list(store.tier_path("audio", "normalised").rglob(".*.tmp"))
+    assert not list((store.state_root / "hot" / "audio" / "normalised").rglob(".*.tmp"))
 
 
 def _peak_rss_mb(pid: int | str = "self") -> float:
@@ -320,7 +320,7 @@ def test_the_schema_check_blocks_downstream_of_a_broken_stored_table(tmp_path, m
     from diary_platform.settings import Settings
 
     settings = Settings.from_env()
-    resources = {**build_resources(settings), "io_manager": CorruptingIOManager(data_dir=str(settings.data_dir))}
+    resources = {**build_resources(settings), "io_manager": CorruptingIOManager(storage=build_resources(settings)["storage"])}
     storage = resources["storage"]
     [manifest], _ = batch_files(
         [GOOD], "alice", datetime.now(timezone.utc), storage.batches, storage.ledger, settings.batch_limits

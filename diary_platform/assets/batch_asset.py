@@ -18,9 +18,21 @@ from diary_platform.resources import DiaryStorage
 from diary_platform.domain.schemas import STATUS_QUARANTINED
 
 
+# Steps read and write object storage (gs:// in production) and call language models: transient faults
+# there are retried by the framework, spread out so that many steps do not retry in lockstep.
+# Per-recording failures are rows, not exceptions, so they never trigger a retry.
+NETWORK_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
 def batch_asset(**kwargs):
     """An asset over the `batches` partitions whose value is a polars table stored as Parquet."""
-    return dg.asset(partitions_def=batch_partitions, group_name="diary", kinds={"polars", "parquet"}, **kwargs)
+    return dg.asset(
+        partitions_def=batch_partitions,
+        group_name="diary",
+        kinds={"polars", "parquet"},
+        retry_policy=NETWORK_RETRY,
+        **kwargs,
+    )
 
 
 @contextmanager
@@ -55,7 +67,7 @@ def batch_metadata(table: pl.DataFrame, wall_seconds: float, audio_column: str |
 
 
 def stored_table(storage: DiaryStorage, asset_name: str, partition_key: str) -> pl.DataFrame:
-    return pl.read_parquet(storage.store.table_path(asset_name, partition_key))
+    return storage.store.read_table(asset_name, partition_key)
 
 
 def schema_check(asset_name: str, schema: pa.DataFrameSchema) -> dg.AssetChecksDefinition:

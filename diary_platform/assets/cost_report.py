@@ -4,7 +4,7 @@ import polars as pl
 from diary_platform.domain.batches import batch_time
 from diary_platform.domain.costs import PlatformPrices, cost_report as build_cost_report, to_markdown
 from diary_platform.domain.spend import load_prices
-from diary_platform.domain.storage import path_from_uri
+from diary_platform.assets.batch_asset import NETWORK_RETRY
 from diary_platform.partitions import daily_partitions
 from diary_platform.resources import DiaryStorage, WhisperTranscriber
 
@@ -16,13 +16,13 @@ URI_COLUMNS = {
 
 
 def _tables_of_day(storage: DiaryStorage, asset: str, day) -> pl.DataFrame:
-    paths = [
-        p for p in storage.store.tier_path("tables", asset).glob("*.parquet") if batch_time(p.stem).date() == day
-    ]
-    return pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed") if paths else pl.DataFrame()
+    store = storage.store
+    keys = [key for key in store.table_partitions(asset) if batch_time(key).date() == day]
+    frames = [store.read_table(asset, key) for key in keys]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
 
-def _stored_bytes(tables: dict[str, pl.DataFrame]) -> dict[str, int]:
+def _stored_bytes(storage: DiaryStorage, tables: dict[str, pl.DataFrame]) -> dict[str, int]:
     """Bytes of every file the day's recordings added, per user."""
     totals: dict[str, int] = {}
     for asset, columns in URI_COLUMNS.items():
@@ -30,9 +30,9 @@ def _stored_bytes(tables: dict[str, pl.DataFrame]) -> dict[str, int]:
         for row in frame.iter_rows(named=True) if frame.height else []:
             for column in columns:
                 if row.get(column):
-                    path = path_from_uri(row[column])
-                    if path.exists():
-                        totals[row["user"]] = totals.get(row["user"], 0) + path.stat().st_size
+                    found = storage.store.find_uri(row[column])
+                    if found is not None:
+                        totals[row["user"]] = totals.get(row["user"], 0) + found.size
     return totals
 
 
@@ -40,6 +40,7 @@ def _stored_bytes(tables: dict[str, pl.DataFrame]) -> dict[str, int]:
     partitions_def=daily_partitions,
     group_name="operations",
     kinds={"polars", "parquet"},
+    retry_policy=NETWORK_RETRY,
     code_version="1",
     deps=[
         dg.AssetDep(name, partition_mapping=dg.AllPartitionMapping())
@@ -81,7 +82,7 @@ def cost_report(context: dg.AssetExecutionContext, storage: DiaryStorage, whispe
     description="The day's total stays within the daily budget in config/platform_prices.yaml.",
 )
 def within_daily_budget(context: dg.AssetCheckExecutionContext, storage: DiaryStorage) -> dg.AssetCheckResult:
-    report = pl.read_parquet(storage.store.table_path("cost_report", context.partition_key))
+    report = storage.store.read_table("cost_report", context.partition_key)
     total = float(report.filter(pl.col("user") == "(total)")["total_usd"].sum())
     budget = PlatformPrices.load().daily_budget_usd
     return dg.AssetCheckResult(

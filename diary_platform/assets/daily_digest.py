@@ -6,6 +6,7 @@ import polars as pl
 from diary_platform.domain.batches import batch_time
 from diary_platform.domain.digest import write_digests
 from diary_platform.domain.schemas import STATUS_OK
+from diary_platform.assets.batch_asset import NETWORK_RETRY
 from diary_platform.partitions import daily_partitions
 from diary_platform.resources import DiaryStorage, NoteWriterResource
 
@@ -15,20 +16,18 @@ LATE_DAYS = 30
 def _notes_ingested_since(storage: DiaryStorage, day: date) -> pl.DataFrame:
     """Notes of batches created on `day` or up to LATE_DAYS after it (batch keys start with their time)."""
     last = day + timedelta(days=LATE_DAYS)
-    paths = [
-        path
-        for path in storage.store.tier_path("tables", "diary_notes").glob("*.parquet")
-        if day <= batch_time(path.stem).date() <= last
-    ]
-    if not paths:
+    keys = [key for key in storage.store.table_partitions("diary_notes") if day <= batch_time(key).date() <= last]
+    if not keys:
         return pl.DataFrame(schema={"status": pl.Utf8, "recorded_at": pl.Datetime("us", "UTC"), "user": pl.Utf8})
-    return pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed")
+    return pl.concat([storage.store.read_table("diary_notes", key) for key in keys], how="diagonal_relaxed")
 
 
 @dg.asset(
     partitions_def=daily_partitions,
     group_name="diary",
     kinds={"polars", "parquet"},
+    pool="llm",
+    retry_policy=NETWORK_RETRY,
     code_version="1",
     deps=[dg.AssetDep("diary_notes", partition_mapping=dg.AllPartitionMapping())],
     description="Per user and day, one diary entry combining that day's notes in recording-time order.",
@@ -77,11 +76,10 @@ def daily_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 )
 def late_recordings_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry, storage: DiaryStorage):
     batch = asset_event.dagster_event.partition
-    path = storage.store.table_path("diary_notes", batch)
-    if not batch or not path.exists():
+    if not batch or not storage.store.has_table("diary_notes", batch):
         return
     today = datetime.now(timezone.utc).date()
-    notes = pl.read_parquet(path).filter(pl.col("status") == STATUS_OK)
+    notes = storage.store.read_table("diary_notes", batch).filter(pl.col("status") == STATUS_OK)
     days = sorted({recorded.date() for recorded in notes["recorded_at"]})
     for day in days:
         if day < today and day.isoformat() >= daily_partitions.start.strftime("%Y-%m-%d"):

@@ -12,6 +12,7 @@ PREVIEW_NOTES = 5
 
 
 @batch_asset(
+    pool="llm",
     code_version="1",
     description="A structured diary note per recording (title, summary, events, people, places, to-dos, mood).",
 )

@@ -15,6 +15,7 @@ MIN_MEAN_LOG_PROBABILITY = -1.0
 
 
 @batch_asset(
+    pool="gpu",
     code_version=code_version(Settings.from_env().transcriber, Settings.from_env().guards),
     description=(
         "faster-whisper transcripts with segments (guards drop invented text and list it), "

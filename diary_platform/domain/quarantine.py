@@ -12,7 +12,7 @@ import polars as pl
 
 from diary_platform.domain.batches import BatchItem, BatchManifest, BatchStore, new_batch_key
 from diary_platform.domain.schemas import STATUS_QUARANTINED
-from diary_platform.domain.storage import DataStore, path_from_uri
+from diary_platform.domain.storage import DataStore
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,12 @@ class QuarantinedRecording:
 
 
 def _latest_rows(store: DataStore) -> pl.DataFrame:
-    validated = sorted(store.tier_path("tables", "validated_audio").glob("*.parquet"))
-    raw = sorted(store.tier_path("tables", "raw_audio").glob("*.parquet"))
+    validated = [store.read_table("validated_audio", key) for key in store.table_partitions("validated_audio")]
+    raw = [store.read_table("raw_audio", key) for key in store.table_partitions("raw_audio")]
     if not validated:
         return pl.DataFrame()
-    rows = pl.concat([pl.read_parquet(p) for p in validated], how="diagonal_relaxed")
-    sources = pl.concat([pl.read_parquet(p) for p in raw], how="diagonal_relaxed").select(
+    rows = pl.concat(validated, how="diagonal_relaxed")
+    sources = pl.concat(raw, how="diagonal_relaxed").select(
         "recording_id", "batch_key", "source_path", "source_name", "size_bytes"
     )
     joined = rows.join(sources, on=["recording_id", "batch_key"], how="left")
@@ -73,7 +73,7 @@ def redrive_manifest(recordings: list[QuarantinedRecording], now: datetime, batc
     items = tuple(
         BatchItem(
             user=r.user,
-            source_path=str(path_from_uri(r.stored_original)) if r.stored_original else r.source_path,
+            source_path=r.stored_original or r.source_path,
             relative_path=r.source_name,
             size=r.size_bytes,
             mtime_ns=int(r.recorded_at.timestamp() * 1e9),

@@ -5,6 +5,7 @@ message; later stages pass such rows through untouched, so every table lists eve
 """
 
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,7 +15,7 @@ import polars as pl
 from diary_platform.domain import audio, subtitles
 from diary_platform.domain.batches import BatchManifest
 from diary_platform.domain.guards import GuardConfig, apply_guards
-from diary_platform.domain.hashing import recording_id_for, sha256_file
+from diary_platform.domain.hashing import recording_id_for
 from diary_platform.domain.instruments import (
     audio_seconds,
     llm_cost,
@@ -38,7 +39,7 @@ from diary_platform.domain.schemas import (
     blank_row,
     table,
 )
-from diary_platform.domain.storage import DataStore, path_from_uri, write_text_atomic
+from diary_platform.domain.storage import ContentChanged, DataStore
 from diary_platform.domain.sandbox import DecodeResult, SandboxPool
 from diary_platform.domain.transcription import Transcriber, Transcript
 
@@ -78,14 +79,14 @@ def ingest(manifest: BatchManifest, store: DataStore) -> pl.DataFrame:
 
 
 def _copy_original(row: dict, source: Path, content_sha256: str, store: DataStore) -> dict:
-    if not source.is_file():
-        return {**row, **_quarantine(row, "source_missing", f"The upload {source} is gone.")}
-    stored, _ = store.store_original(source, content_sha256)
-    if sha256_file(stored) != content_sha256:
-        stored.unlink()
+    try:
+        stored = store.store_original(source, content_sha256)
+    except FileNotFoundError as error:
+        return {**row, **_quarantine(row, "source_missing", str(error))}
+    except ContentChanged:
         message = f"The upload {source} changed after it was picked up; it will be taken again as new content."
         return {**row, **_quarantine(row, "source_changed", message)}
-    return {**row, "original_uri": stored.as_uri()}
+    return {**row, "original_uri": stored.uri}
 
 
 def validate(raw: pl.DataFrame, store: DataStore, sandboxes: SandboxPool) -> pl.DataFrame:
@@ -95,13 +96,23 @@ def validate(raw: pl.DataFrame, store: DataStore, sandboxes: SandboxPool) -> pl.
     """
     rows = raw.to_dicts()
     todo = [row for row in rows if row["status"] == STATUS_OK]
-    jobs = [(path_from_uri(r["original_uri"]), store.normalised_audio_path(r["content_sha256"])) for r in todo]
-    outcomes = dict(zip((r["recording_id"] for r in todo), zip(jobs, sandboxes.decode_all(jobs), strict=True), strict=True))
+    objects = store.objects
+    with ExitStack() as files:
+        jobs = [
+            (
+                files.enter_context(objects.local_file(objects.key(r["original_uri"]))),
+                files.enter_context(objects.output_file(store.normalised_key(r["content_sha256"]), content_addressed=True)),
+            )
+            for r in todo
+        ]
+        decoded = sandboxes.decode_all(jobs)
+    normalised_uris = {r["recording_id"]: objects.uri(store.normalised_key(r["content_sha256"])) for r in todo}
+    outcomes = dict(zip((r["recording_id"] for r in todo), decoded, strict=True))
     validated = []
     for row in rows:
         out = {**blank_row(VALIDATED_AUDIO), **_identity(row), "original_uri": row["original_uri"]}
         if row["recording_id"] in outcomes:
-            (_, target), (outcome, started_ns, ended_ns) = outcomes[row["recording_id"]]
+            outcome, started_ns, ended_ns = outcomes[row["recording_id"]]
             decode_span = tracer.start_span("decode", start_time=started_ns, attributes=recording_attributes(row))
             decode_span.end(end_time=ended_ns)
             out["decode_seconds"] = (ended_ns - started_ns) / 1e9
@@ -109,7 +120,7 @@ def validate(raw: pl.DataFrame, store: DataStore, sandboxes: SandboxPool) -> pl.
                 if isinstance(outcome, audio.AudioRejected):
                     out.update(_quarantine(row, outcome.reason, outcome.message))
                 else:
-                    out.update(_decoded_columns(outcome, target))
+                    out.update(_decoded_columns(outcome, normalised_uris[row["recording_id"]]))
                 span.set_attributes({"diary.status": out["status"], "diary.audio_seconds": out["duration_seconds"] or 0.0})
                 if out["reason"]:
                     span.set_attribute("diary.reason", out["reason"])
@@ -118,10 +129,10 @@ def validate(raw: pl.DataFrame, store: DataStore, sandboxes: SandboxPool) -> pl.
     return table(VALIDATED_AUDIO, validated)
 
 
-def _decoded_columns(decoded: DecodeResult, target: Path) -> dict:
+def _decoded_columns(decoded: DecodeResult, normalised_uri: str) -> dict:
     info = decoded.info
     columns = {
-        "normalised_uri": target.as_uri(),
+        "normalised_uri": normalised_uri,
         "container": info.container,
         "codec": info.codec,
         "sample_rate": info.source_sample_rate,
@@ -164,7 +175,8 @@ def transcribe(
             if not row["speech_ratio"]:
                 result = Transcript("", "", 0.0, [], row["duration_seconds"], 0.0)
             else:
-                result = transcriber.transcribe(audio.read_wav(path_from_uri(row["normalised_uri"])))
+                with store.objects.local_file(store.objects.key(row["normalised_uri"])) as wav:
+                    result = transcriber.transcribe(audio.read_wav(wav))
             span.set_attributes(
                 {"diary.audio_seconds": result.audio_seconds, "diary.model": transcriber.model_identity,
                  "diary.processing_seconds": result.processing_seconds}
@@ -177,12 +189,9 @@ def transcribe(
         result = replace(result, segments=kept, text=" ".join(s.text for s in kept if s.text).strip())
         uris = {}
         for extension, render in subtitles.FORMATS.items():
-            path = store.transcript_path(row["recording_id"], extension)
-            write_text_atomic(path, render(result))
-            uris[f"{extension}_uri"] = path.as_uri()
-        json_path = store.transcript_path(row["recording_id"], "json")
-        write_text_atomic(
-            json_path,
+            uris[f"{extension}_uri"] = store.write_text(store.transcript_key(row["recording_id"], extension), render(result)).uri
+        json_written = store.write_text(
+            store.transcript_key(row["recording_id"], "json"),
             subtitles.to_json(
                 result,
                 recording_id=row["recording_id"],
@@ -199,7 +208,7 @@ def transcribe(
             avg_logprob=sum(s.avg_logprob for s in kept) / len(kept) if kept else None,
             audio_seconds=result.audio_seconds,
             processing_seconds=result.processing_seconds,
-            json_uri=json_path.as_uri(),
+            json_uri=json_written.uri,
             **uris,
         )
         rows.append(out)
@@ -229,8 +238,7 @@ def write_notes(transcripts: pl.DataFrame, writer: NoteWriter, store: DataStore)
             )
         _count_note(note)
         markdown = note.to_markdown(row["recorded_at"])
-        path = store.note_path(row["recording_id"])
-        write_text_atomic(path, markdown)
+        written = store.write_text(store.note_key(row["recording_id"]), markdown)
         out.update(
             title=note.title,
             summary=note.summary,
@@ -240,7 +248,7 @@ def write_notes(transcripts: pl.DataFrame, writer: NoteWriter, store: DataStore)
             todos=note.todos,
             mood=note.mood,
             markdown=markdown,
-            note_uri=path.as_uri(),
+            note_uri=written.uri,
             provider=note.provider,
             model=note.model,
             template=note.template,

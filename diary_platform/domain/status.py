@@ -2,8 +2,6 @@
 
 from dataclasses import dataclass
 
-import polars as pl
-
 from diary_platform.domain.storage import DataStore
 
 
@@ -22,14 +20,12 @@ class BatchStatus:
 
 
 def recent_batches(store: DataStore, limit: int = 10) -> list[BatchStatus]:
-    keys = sorted((p.stem for p in store.tier_path("tables", "validated_audio").glob("*.parquet")), reverse=True)
+    keys = sorted(store.table_partitions("validated_audio"), reverse=True)
     batches = []
     for key in keys[:limit]:
-        validated = pl.read_parquet(store.table_path("validated_audio", key))
-        transcripts_path = store.table_path("transcripts", key)
-        notes_path = store.table_path("diary_notes", key)
-        transcripts = pl.read_parquet(transcripts_path) if transcripts_path.exists() else None
-        notes = pl.read_parquet(notes_path) if notes_path.exists() else None
+        validated = store.read_table("validated_audio", key)
+        transcripts = store.read_table("transcripts", key) if store.has_table("transcripts", key) else None
+        notes = store.read_table("diary_notes", key) if store.has_table("diary_notes", key) else None
         batches.append(
             BatchStatus(
                 batch_key=key,

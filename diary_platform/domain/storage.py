@@ -1,52 +1,49 @@
-"""The data folder: atomic writes, content-addressed originals, one place that knows the layout.
+"""The platform's layout: which key holds what, over an object store, plus the local state folder.
 
-Layout under the data root (the hot tier; the storage issue adds warm and cold beside it):
+Object keys (in a tier of the local data folder, or under a gs:// prefix):
 
-    hot/audio/original/<sha[:2]>/<sha>.<ext>       originals, stored once per content
-    hot/audio/normalised/<sha[:2]>/<sha>.wav       16 kHz mono PCM, what transcription reads
-    hot/tables/<asset>/<partition>.parquet          asset values (the IO manager)
-    hot/transcripts/<recording_id>.{txt,srt,vtt,json}
-    hot/notes/<recording_id>.md
-    batches/<yyyy>/<mm>/<dd>/<batch>.json          batch manifests (what each batch holds)
-    ledger/                                         what has been ingested (see ledger.py)
+    audio/original/<sha[:2]>/<sha>.<ext>       originals, stored once per content
+    audio/normalised/<sha[:2]>/<sha>.wav       16 kHz mono PCM, what transcription reads
+    tables/<asset>/<partition>.parquet          asset values (the IO manager)
+    transcripts/<recording_id>.{txt,srt,vtt,json}
+    notes/<recording_id>.md
+    records/retention/<time>.json               what retention deleted, written before deleting
+
+Local state (always a folder, next to the Dagster instance):
+
+    batches/<yyyy>/<mm>/<dd>/<batch>.json       batch manifests (what each batch holds)
+    ledger/                                     what has been ingested (see ledger.py)
+    state/                                      breakers and spend (see breakers.py, spend.py)
 """
 
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+import hashlib
+import io
 from pathlib import Path
-from typing import BinaryIO
-from urllib.parse import unquote, urlparse
 
-HOT_TIER = "hot"
+import polars as pl
+
+from diary_platform.domain.objects import WRITE_TIER, ObjectStore, StoredObject, Written, atomic_writer, open_store
+
+TABLES = "tables"
+
+# Which asset each kind of object belongs to, for the storage report.
+ASSET_OF_PREFIX = {
+    "audio/original/": "raw_audio",
+    "audio/normalised/": "validated_audio",
+    "transcripts/": "transcripts",
+    "notes/": "diary_notes",
+    "records/": "records",
+}
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+class ContentChanged(Exception):
+    """An upload changed between the sensor hashing it and ingest copying it."""
 
 
-@contextmanager
-def atomic_writer(target: Path) -> Iterator[BinaryIO]:
-    """Write to a temp file beside `target`, fsync, then rename: readers see the old or the new file, never half."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    tmp_path = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_path, target)
-        _fsync_dir(target.parent)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+def asset_of(key: str) -> str:
+    if key.startswith(f"{TABLES}/"):
+        return key.split("/")[1]
+    return next((asset for prefix, asset in ASSET_OF_PREFIX.items() if key.startswith(prefix)), "other")
 
 
 def write_bytes_atomic(target: Path, data: bytes) -> None:
@@ -58,56 +55,92 @@ def write_text_atomic(target: Path, text: str) -> None:
     write_bytes_atomic(target, text.encode("utf-8"))
 
 
-def copy_file_atomic(source: Path, target: Path) -> None:
-    with open(source, "rb") as src, atomic_writer(target) as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
-
-
-def path_from_uri(uri: str) -> Path:
-    parsed = urlparse(uri)
-    if parsed.scheme != "file":
-        raise ValueError(f"only local storage is supported so far, got {uri}")
-    return Path(unquote(parsed.path))
-
-
 class DataStore:
-    """Paths of everything the platform keeps, relative to one data root."""
+    """Everything the platform keeps: objects in `objects`, control state under `state_root`."""
 
-    def __init__(self, root: Path | str):
-        self.root = Path(root).expanduser().resolve()
+    def __init__(self, state_root: Path | str, objects: ObjectStore | None = None):
+        self.state_root = Path(state_root).expanduser().resolve()
+        self.objects = objects or open_store(self.state_root)
 
-    def tier_path(self, *parts: str) -> Path:
-        return self.root.joinpath(HOT_TIER, *parts)
+    @classmethod
+    def open(cls, state_root: Path | str, storage_uri: str = "", project: str | None = None) -> "DataStore":
+        state_root = Path(state_root).expanduser().resolve()
+        return cls(state_root, open_store(storage_uri or state_root, project=project))
 
-    def original_audio_path(self, content_sha256: str, extension: str) -> Path:
+    @staticmethod
+    def original_key(content_sha256: str, extension: str) -> str:
         suffix = extension.lower().lstrip(".")
         name = f"{content_sha256}.{suffix}" if suffix else content_sha256
-        return self.tier_path("audio", "original", content_sha256[:2], name)
+        return f"audio/original/{content_sha256[:2]}/{name}"
 
-    def normalised_audio_path(self, content_sha256: str) -> Path:
-        return self.tier_path("audio", "normalised", content_sha256[:2], f"{content_sha256}.wav")
+    @staticmethod
+    def normalised_key(content_sha256: str) -> str:
+        return f"audio/normalised/{content_sha256[:2]}/{content_sha256}.wav"
 
-    def table_path(self, asset_name: str, partition_key: str) -> Path:
-        return self.tier_path("tables", asset_name, f"{partition_key}.parquet")
+    @staticmethod
+    def table_key(asset_name: str, partition_key: str) -> str:
+        return f"{TABLES}/{asset_name}/{partition_key}.parquet"
 
-    def transcript_path(self, recording_id: str, extension: str) -> Path:
-        return self.tier_path("transcripts", f"{recording_id}.{extension}")
+    @staticmethod
+    def transcript_key(recording_id: str, extension: str) -> str:
+        return f"transcripts/{recording_id}.{extension}"
 
-    def note_path(self, recording_id: str) -> Path:
-        return self.tier_path("notes", f"{recording_id}.md")
+    @staticmethod
+    def note_key(recording_id: str) -> str:
+        return f"notes/{recording_id}.md"
 
     @property
     def batches_root(self) -> Path:
-        return self.root / "batches"
+        return self.state_root / "batches"
 
     @property
     def ledger_root(self) -> Path:
-        return self.root / "ledger"
+        return self.state_root / "ledger"
 
-    def store_original(self, source: Path, content_sha256: str) -> tuple[Path, bool]:
-        """Copy an upload into content-addressed storage once; returns (path, newly_written)."""
-        target = self.original_audio_path(content_sha256, source.suffix)
-        if target.exists() and target.stat().st_size == source.stat().st_size:
-            return target, False
-        copy_file_atomic(source, target)
-        return target, True
+    def store_original(self, source: Path, content_sha256: str) -> Written:
+        """Copy an upload into content-addressed storage once, however often it is uploaded.
+
+        The copy is hashed as it is written; if the upload no longer has the content the sensor hashed,
+        `ContentChanged` is raised and nothing is stored. A re-driven recording names its stored original
+        as the source, which is then found and not copied.
+        """
+        key = self.original_key(content_sha256, Path(str(source)).suffix)
+        found = self.objects.find(key)
+        if found is not None:
+            return Written(key, found.uri, found.tier, found.size, False)
+        if not source.is_file():
+            raise FileNotFoundError(f"The upload {source} is gone.")
+        size = 0
+        digest = hashlib.sha256()
+        with open(source, "rb") as src, self.objects.writer(key, content_addressed=True) as dst:
+            while chunk := src.read(1 << 20):
+                digest.update(chunk)
+                dst.write(chunk)
+                size += len(chunk)
+            if digest.hexdigest() != content_sha256:
+                raise ContentChanged(f"{source} no longer has the content {content_sha256[:12]}")
+        return Written(key, self.objects.uri(key), WRITE_TIER, size, True)
+
+    def write_text(self, key: str, text: str) -> Written:
+        return self.objects.write_bytes(key, text.encode("utf-8"))
+
+    def read_text(self, uri: str) -> str:
+        return self.objects.read_bytes(self.objects.key(uri)).decode("utf-8")
+
+    def find_uri(self, uri: str) -> StoredObject | None:
+        return self.objects.find(self.objects.key(uri))
+
+    def write_table(self, asset_name: str, partition_key: str, frame: pl.DataFrame) -> Written:
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer)
+        return self.objects.write_bytes(self.table_key(asset_name, partition_key), buffer.getvalue())
+
+    def read_table(self, asset_name: str, partition_key: str) -> pl.DataFrame:
+        return pl.read_parquet(io.BytesIO(self.objects.read_bytes(self.table_key(asset_name, partition_key))))
+
+    def has_table(self, asset_name: str, partition_key: str) -> bool:
+        return self.objects.exists(self.table_key(asset_name, partition_key))
+
+    def table_partitions(self, asset_name: str) -> list[str]:
+        """Partition keys with a stored table, sorted, whichever tier each is in."""
+        return sorted({Path(o.key).stem for o in self.objects.scan(f"{TABLES}/{asset_name}/") if o.key.endswith(".parquet")})

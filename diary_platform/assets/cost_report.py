@@ -55,7 +55,7 @@ def cost_report(context: dg.AssetExecutionContext, storage: DiaryStorage, whispe
         tables["validated_audio"],
         tables["transcripts"],
         tables["diary_notes"],
-        _stored_bytes(tables),
+        _stored_bytes(storage, tables),
         PlatformPrices.load(),
         load_prices(),
         gpu=whisper.device.startswith("cuda"),

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -378,7 +378,10 @@ class GcsStore(ObjectStore):
         try:
             yield handle
         except BaseException:
-            handle.discard()
+            # Cancelling is a courtesy: an unfinished upload never becomes an object and GCS drops the
+            # session after a week, so a failure to cancel must not hide the original error.
+            with suppress(Exception):
+                handle.discard()
             handle.closed = True
             raise
         handle.close()

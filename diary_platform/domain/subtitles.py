@@ -36,7 +36,10 @@ def to_vtt(transcript: Transcript) -> str:
 
 
 def to_json(transcript: Transcript, **context: object) -> str:
-    return json.dumps({**context, **asdict(transcript)}, indent=2, ensure_ascii=False)
+    """Everything about the transcript except how long it took, so that the same audio and model give
+    the same file (and storage is not written again); timings are in the transcripts table."""
+    record = {key: value for key, value in asdict(transcript).items() if key != "processing_seconds"}
+    return json.dumps({**context, **record}, indent=2, ensure_ascii=False)
 
 
 FORMATS = {"txt": to_txt, "srt": to_srt, "vtt": to_vtt}

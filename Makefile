@@ -3,11 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Checkov pins old versions of shared libraries, so it gets an environment of its own.
+TOOLS_VENV ?= .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
 
 export DIARY_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(DIARY_DATA_DIR)/dagster_home
 
-.PHONY: install run ui test check benchmarks clean
+.PHONY: install tools run ui test check benchmarks clean
 
 install: $(STAMP)
 
@@ -23,7 +26,15 @@ run: install  ## Process the committed example recordings end to end on the embe
 ui: install  ## Dagster UI + daemon over the same data, landing sensor on
 	$(BIN)/diary ui
 
-test: install  ## The whole test suite, real model on real audio
+$(TOOLS_STAMP): deploy/tools-requirements.txt
+	test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS_VENV)/bin/python -m pip install --quiet -r deploy/tools-requirements.txt
+	touch $(TOOLS_STAMP)
+
+tools: $(TOOLS_STAMP)
+
+test: install tools  ## The whole test suite, real model on real audio, and the deployment artefacts' checks
 	$(BIN)/python -m pytest
 
 check: install  ## Definitions load through dg, as `dg dev` would load them

@@ -10,6 +10,7 @@ from diary_platform.assets.storage_tiers import storage_job, storage_schedule, s
 from diary_platform.assets.transcripts import mean_log_probability, transcripts, transcripts_schema
 from diary_platform.assets.validated_audio import quarantine_share, validated_audio, validated_audio_schema
 from diary_platform.jobs import process_batch
+from diary_platform.k8s import executor
 from diary_platform.resources import build_resources
 from diary_platform.sensors.landing_sensor import landing_sensor
 from diary_platform.settings import Settings
@@ -33,6 +34,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         schedules=[daily_schedule, storage_schedule],
         sensors=[landing_sensor, late_recordings_sensor],
         resources=build_resources(settings),
+        executor=executor(settings),
     )
 
 

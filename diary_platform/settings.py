@@ -35,8 +35,23 @@ def _optional_int(name: str) -> int | None:
     return int(value) if value else None
 
 
+ENVIRONMENTS = ("local", "k8s")
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """Where steps run when DIARY_ENVIRONMENT=k8s (see diary_platform/k8s.py)."""
+
+    namespace: str
+    gpu_accelerator: str
+    gpu_image: str
+    service_account: str
+
+
 @dataclass(frozen=True)
 class Settings:
+    environment: str
+    kubernetes: KubernetesSettings
     data_dir: Path
     storage_uri: str
     gcs_project: str
@@ -65,7 +80,18 @@ class Settings:
     def from_env(cls) -> "Settings":
         data_dir = Path(_env("DIARY_DATA_DIR", "data")).expanduser().resolve()
         language = _env("DIARY_LANGUAGE", "en")
+        environment = _env("DIARY_ENVIRONMENT", "local")
+        if environment not in ENVIRONMENTS:
+            raise ValueError(f"DIARY_ENVIRONMENT must be one of {ENVIRONMENTS}, not {environment!r}")
+        on_gpu = environment == "k8s"
         return cls(
+            environment=environment,
+            kubernetes=KubernetesSettings(
+                namespace=_env("DIARY_K8S_NAMESPACE", "diary"),
+                gpu_accelerator=_env("DIARY_GPU_ACCELERATOR", "nvidia-l4"),
+                gpu_image=_env("DIARY_GPU_IMAGE", ""),
+                service_account=_env("DIARY_K8S_SERVICE_ACCOUNT", "diary-platform"),
+            ),
             data_dir=data_dir,
             storage_uri=_env("DIARY_STORAGE_URI", ""),
             gcs_project=_env("DIARY_GCS_PROJECT", ""),
@@ -89,11 +115,11 @@ class Settings:
             ),
             transcriber=TranscriberConfig(
                 model=_env("DIARY_MODEL", "bundled"),
-                device=_env("DIARY_DEVICE", "cpu"),
-                compute_type=_env("DIARY_COMPUTE_TYPE", "int8"),
+                device=_env("DIARY_DEVICE", "cuda" if on_gpu else "cpu"),
+                compute_type=_env("DIARY_COMPUTE_TYPE", "float16" if on_gpu else "int8"),
                 beam_size=int(_env("DIARY_BEAM_SIZE", "5")),
-                batched=_flag("DIARY_BATCHED", False),
-                batch_size=int(_env("DIARY_BATCH_SIZE", "8")),
+                batched=_flag("DIARY_BATCHED", on_gpu),
+                batch_size=int(_env("DIARY_BATCH_SIZE", "16" if on_gpu else "8")),
                 vad_filter=_flag("DIARY_VAD", True),
                 language=None if language == "auto" else language,
                 word_timestamps=_flag("DIARY_WORD_TIMESTAMPS", False),

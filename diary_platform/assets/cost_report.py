@@ -7,6 +7,7 @@ from diary_platform.domain.spend import load_prices
 from diary_platform.assets.batch_asset import NETWORK_RETRY
 from diary_platform.partitions import daily_partitions
 from diary_platform.resources import DiaryStorage, WhisperTranscriber
+from diary_platform.k8s import step_tags
 
 URI_COLUMNS = {
     "validated_audio": ["original_uri", "normalised_uri"],
@@ -37,6 +38,7 @@ def _stored_bytes(storage: DiaryStorage, tables: dict[str, pl.DataFrame]) -> dic
 
 
 @dg.asset(
+    op_tags=step_tags("cost_report"),
     partitions_def=daily_partitions,
     group_name="operations",
     kinds={"polars", "parquet"},

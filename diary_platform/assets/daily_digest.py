@@ -9,6 +9,7 @@ from diary_platform.domain.schemas import STATUS_OK
 from diary_platform.assets.batch_asset import NETWORK_RETRY
 from diary_platform.partitions import daily_partitions
 from diary_platform.resources import DiaryStorage, NoteWriterResource
+from diary_platform.k8s import step_tags
 
 LATE_DAYS = 30
 
@@ -23,6 +24,7 @@ def _notes_ingested_since(storage: DiaryStorage, day: date) -> pl.DataFrame:
 
 
 @dg.asset(
+    op_tags=step_tags("daily_digest"),
     partitions_def=daily_partitions,
     group_name="diary",
     kinds={"polars", "parquet"},

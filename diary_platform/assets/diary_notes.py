@@ -7,11 +7,13 @@ from diary_platform.assets.batch_asset import batch_asset, batch_metadata, step_
 from diary_platform.domain import stages
 from diary_platform.domain.schemas import DIARY_NOTES, STATUS_OK
 from diary_platform.resources import DiaryStorage, NoteWriterResource
+from diary_platform.k8s import step_tags
 
 PREVIEW_NOTES = 5
 
 
 @batch_asset(
+    op_tags=step_tags("diary_notes"),
     pool="llm",
     code_version="1",
     description="A structured diary note per recording (title, summary, events, people, places, to-dos, mood).",

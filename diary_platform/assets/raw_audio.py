@@ -7,9 +7,11 @@ from diary_platform.assets.batch_asset import batch_asset, batch_metadata, step_
 from diary_platform.domain import stages
 from diary_platform.domain.schemas import RAW_AUDIO
 from diary_platform.resources import DiaryStorage
+from diary_platform.k8s import step_tags
 
 
 @batch_asset(
+    op_tags=step_tags("raw_audio"),
     code_version="1",
     description="Uploads of one ingest batch, copied into content-addressed storage (landing files stay untouched).",
 )

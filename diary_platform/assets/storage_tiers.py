@@ -9,6 +9,7 @@ from pydantic import Field
 from diary_platform.domain.storage import asset_of
 from diary_platform.domain.tiering import TieringPolicy, apply_tiering, storage_report
 from diary_platform.resources import DiaryStorage
+from diary_platform.k8s import step_tags
 
 
 class TieringConfig(dg.Config):
@@ -39,6 +40,7 @@ def _lifecycle(storage: DiaryStorage) -> list[str]:
 
 
 @dg.asset(
+    op_tags=step_tags("storage_tiers"),
     group_name="operations",
     kinds={"polars", "parquet"},
     description=(

@@ -10,11 +10,13 @@ from diary_platform.domain.transcription import code_version
 from diary_platform.resources import DiaryStorage, TranscriptGuards, WhisperTranscriber
 from diary_platform.partitions import batch_partitions
 from diary_platform.settings import Settings
+from diary_platform.k8s import step_tags
 
 MIN_MEAN_LOG_PROBABILITY = -1.0
 
 
 @batch_asset(
+    op_tags=step_tags("transcripts"),
     pool="gpu",
     code_version=code_version(Settings.from_env().transcriber, Settings.from_env().guards),
     description=(

@@ -10,9 +10,11 @@ from diary_platform.domain import stages
 from diary_platform.domain.schemas import STATUS_QUARANTINED, VALIDATED_AUDIO
 from diary_platform.partitions import batch_partitions
 from diary_platform.resources import DecodeLimits, DiaryStorage
+from diary_platform.k8s import step_tags
 
 
 @batch_asset(
+    op_tags=step_tags("validated_audio"),
     code_version="1",
     description=(
         "Each recording decoded once, in a sandboxed child process, to 16 kHz mono and measured "

@@ -1,0 +1,82 @@
+"""Where steps run in the `k8s` environment: the executor, and what each step's pod asks for.
+
+Each batch step runs in its own Kubernetes Job (dagster-k8s's `k8s_job_executor`). The tags below are
+read only by that executor: locally they are inert. Transcription asks for one GPU on a node of the
+configured accelerator and tolerates the taint GKE puts on GPU nodes; every other step asks for CPU
+and memory only, so it never lands on (or holds up) a GPU node.
+"""
+
+import dagster as dg
+from dagster_k8s import k8s_job_executor
+
+from diary_platform.settings import KubernetesSettings, Settings
+
+K8S_CONFIG = "dagster-k8s/config"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_NODE_LABEL = "cloud.google.com/gke-accelerator"
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def cpu_step(cpu: str, memory: str) -> dict[str, dict]:
+    """Requests for a CPU step; memory limit = request, so a step is never killed for what it asked for."""
+    return {
+        K8S_CONFIG: {
+            "container_config": {"resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}}}
+        }
+    }
+
+
+def gpu_step(cluster: KubernetesSettings, cpu: str = "4", memory: str = "16Gi") -> dict[str, dict]:
+    """One GPU of the configured accelerator; the GPU image when one is set (CUDA, cuDNN, a larger model)."""
+    container: dict = {
+        "resources": {
+            "requests": {"cpu": cpu, "memory": memory, GPU_RESOURCE: "1"},
+            "limits": {"memory": memory, GPU_RESOURCE: "1"},
+        }
+    }
+    if cluster.gpu_image:
+        container["image"] = cluster.gpu_image
+    return {
+        K8S_CONFIG: {
+            "container_config": container,
+            "pod_spec_config": {
+                "node_selector": {GPU_NODE_LABEL: cluster.gpu_accelerator},
+                "tolerations": [GPU_TOLERATION],
+            },
+        }
+    }
+
+
+# Sized from what each step holds in memory: the decode sandbox runs DIARY_DECODE_WORKERS workers of
+# up to DIARY_DECODE_MEMORY_BYTES each; notes and digests mostly wait on the network.
+STEP_TAGS = {
+    "raw_audio": cpu_step("500m", "1Gi"),
+    "validated_audio": cpu_step("2", "6Gi"),
+    "diary_notes": cpu_step("500m", "1Gi"),
+    "daily_digest": cpu_step("500m", "1Gi"),
+    "cost_report": cpu_step("250m", "1Gi"),
+    "storage_tiers": cpu_step("250m", "1Gi"),
+}
+
+
+def step_tags(asset_name: str) -> dict[str, dict]:
+    if asset_name == "transcripts":
+        return gpu_step(Settings.from_env().kubernetes)
+    return STEP_TAGS[asset_name]
+
+
+def executor_config(cluster: KubernetesSettings) -> dict:
+    """Step Jobs go to the platform's namespace under its (workload identity) service account; a step
+    without tags of its own gets a small CPU request."""
+    return {
+        "job_namespace": cluster.namespace,
+        "service_account_name": cluster.service_account,
+        "step_k8s_config": cpu_step("500m", "1Gi")[K8S_CONFIG],
+    }
+
+
+def executor(settings: Settings) -> dg.ExecutorDefinition | None:
+    """The k8s_job_executor in the `k8s` environment; None leaves Dagster's default (multiprocess)."""
+    if settings.environment != "k8s":
+        return None
+    return k8s_job_executor.configured(executor_config(settings.kubernetes), name="k8s_job_executor")

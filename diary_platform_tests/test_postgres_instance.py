@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg2
+import yaml
 
 from diary_platform_tests.test_storage import EXAMPLES
 
@@ -55,6 +56,23 @@ def test_the_production_instance_config_loads_with_retries_monitoring_and_pools(
         assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds == 6 * 3600
         assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 300
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+
+
+def test_the_instance_also_takes_one_url_instead_of_parts(tmp_path, postgres_database, monkeypatch):
+    """For platforms that hand out a connection URL: the `postgres_db` block swapped for `postgres_url`."""
+    env = _instance_env(tmp_path, postgres_database)
+    config_path = Path(env["DAGSTER_HOME"]) / "dagster.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["storage"]["postgres"] = {"postgres_url": {"env": "DAGSTER_PG_URL"}}
+    config_path.write_text(yaml.safe_dump(config))
+    database = postgres_database
+    url = f"postgresql+psycopg2://{database['user']}@{database['host']}:{database['port']}/{database['dbname']}"
+    for name, value in {**env, "DAGSTER_PG_URL": url}.items():
+        monkeypatch.setenv(name, value)
+    with dg.DagsterInstance.get() as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert instance.get_runs_count() == 0
+    assert _query(postgres_database, "SELECT count(*) FROM runs") == [(0,)], "the schema was created in that database"
 
 
 def test_two_batches_materialize_in_parallel_on_postgres(tmp_path, postgres_database):

@@ -43,6 +43,7 @@ check: install  ## Definitions load through dg, as `dg dev` would load them
 benchmarks: install
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/wer.py
+	$(BIN)/python benchmarks/storage.py
 
 clean:
 	rm -rf data .pytest_cache

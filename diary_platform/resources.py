@@ -30,14 +30,15 @@ class DiaryStorage(dg.ConfigurableResource):
 
     @property
     def store(self) -> DataStore:
-        return DataStore.open(self.data_dir, self.storage_uri, self.gcs_project or None)
+        client = self.gcs().get_client() if self.bucket_name else None
+        return DataStore.open(self.data_dir, self.storage_uri, self.gcs_project or None, gcs_client=client)
 
     @property
     def bucket_name(self) -> str | None:
         return urlparse(self.storage_uri).netloc if self.storage_uri.startswith("gs://") else None
 
     def gcs(self) -> GCSResource:
-        """dagster-gcp's client resource, for what gcsfs does not expose (bucket lifecycle rules)."""
+        """dagster-gcp's client resource: uploads with preconditions and checksums, bucket lifecycle rules."""
         return GCSResource(project=self.gcs_project or None)
 
     @property

@@ -133,3 +133,40 @@ def test_the_storage_job_on_a_bucket_only_records_where_data_is(gcs_bucket, sett
     assert metadata["lifecycle_rules"].value == []
     after = _generations(bucket)
     assert {n: after[n] for n in before} == before, "nothing was rewritten or moved"
+
+
+def test_uploads_carry_their_md5_and_a_generation_precondition(gcs_bucket, monkeypatch):
+    """The emulator does not enforce preconditions (GCS does), so the arguments sent are checked here."""
+    from google.api_core.exceptions import PreconditionFailed
+    from google.cloud.storage import Blob
+
+    client, bucket = gcs_bucket
+    store = GcsStore(f"gs://{bucket.name}")
+    sent = []
+    upload = Blob.upload_from_string
+
+    def recording(blob, data, **kwargs):
+        sent.append((blob.name, kwargs))
+        return upload(blob, data, **kwargs)
+
+    monkeypatch.setattr(Blob, "upload_from_string", recording)
+    store.write_bytes("notes/a.md", b"one")
+    generation = bucket.get_blob("notes/a.md").generation
+    store.write_bytes("notes/a.md", b"two")
+    store.write_bytes("audio/original/ab/ab.flac", b"audio", content_addressed=True)
+    assert sent == [
+        ("notes/a.md", {"checksum": "md5", "if_generation_match": 0}),
+        ("notes/a.md", {"checksum": "md5", "if_generation_match": generation}),
+        ("audio/original/ab/ab.flac", {"checksum": "md5", "if_generation_match": 0}),
+    ]
+
+    def raced(blob, data, **kwargs):
+        raise PreconditionFailed("another writer got there first")
+
+    upload(bucket.blob("audio/original/cd/cd.flac"), b"theirs")
+    monkeypatch.setattr(Blob, "upload_from_string", raced)
+    monkeypatch.setattr(GcsStore, "_current", lambda self, key: None)  # as if it was not there when looked up
+    written = store.write_bytes("audio/original/cd/cd.flac", b"ours", content_addressed=True)
+    assert written.new is False and bucket.blob("audio/original/cd/cd.flac").download_as_bytes() == b"theirs"
+    with pytest.raises(PreconditionFailed):
+        store.write_bytes("notes/b.md", b"ours")

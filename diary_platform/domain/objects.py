@@ -1,8 +1,8 @@
 """Object storage with tiers: a local folder (hot/warm/cold subfolders) or a Google Cloud Storage prefix.
 
 Keys are relative POSIX paths (`tables/transcripts/<batch>.parquet`). Every write is atomic and
-non-destructive: locally a temp file, fsync and rename; on GCS one single-object upload through gcsfs
-(a create-only precondition for content-addressed keys, an MD5 check of what arrived). An unchanged
+non-destructive: locally a temp file, fsync and rename; on GCS one single-object upload that carries
+its MD5 and a generation precondition (see `GcsStore`). An unchanged
 value is never written again, so re-materializing with the same inputs adds no objects and, on a
 versioned bucket, no generations.
 
@@ -298,12 +298,20 @@ class LocalTieredStore(ObjectStore):
 
 
 class GcsStore(ObjectStore):
-    """`gs://<bucket>/<prefix>/<key>` through gcsfs; tiers are storage classes set by lifecycle rules."""
+    """`gs://<bucket>/<prefix>/<key>`; tiers are storage classes set by lifecycle rules.
+
+    Whole-object writes go through the google-cloud-storage client: one upload that carries its MD5
+    (the server refuses bytes that do not match it) and a generation precondition: 0 for a
+    content-addressed key (create only), else the generation read just before, so a concurrent
+    writer makes the upload fail rather than be overwritten unseen. Reads, listings and streamed
+    uploads go through gcsfs.
+    """
 
     moves_tiers = False
 
-    def __init__(self, root_uri: str, project: str | None = None, token: object = None):
+    def __init__(self, root_uri: str, project: str | None = None, token: object = None, client: object = None):
         import gcsfs.core
+        from google.cloud import storage
 
         parsed = urlparse(root_uri)
         if parsed.scheme != "gs" or not parsed.netloc:
@@ -314,6 +322,27 @@ class GcsStore(ObjectStore):
             token = "anon"
         # The plain filesystem: the "extended" default probes for zonal buckets over gRPC first.
         self.fs = gcsfs.core.GCSFileSystem(project=project, token=token, consistency="md5")
+        self.client = client or storage.Client(project=project)
+
+    def _blob(self, key: str):
+        return self.client.bucket(self.bucket).blob("/".join(part for part in (self.prefix, key) if part))
+
+    def _upload(self, key: str, generation: int, create_only: bool, data: bytes | None = None, source: Path | None = None) -> bool:
+        """One upload with its MD5 and a generation precondition. False when a content-addressed key
+        appeared meanwhile (same content by definition); any other lost race is an error."""
+        from google.api_core.exceptions import PreconditionFailed
+
+        blob = self._blob(key)
+        try:
+            if source is None:
+                blob.upload_from_string(data, checksum="md5", if_generation_match=generation)
+            else:
+                blob.upload_from_filename(str(source), checksum="md5", if_generation_match=generation)
+        except PreconditionFailed:
+            if create_only:
+                return False
+            raise
+        return True
 
     def _path(self, key: str) -> str:
         return "/".join(part for part in (self.bucket, self.prefix, key) if part)
@@ -346,34 +375,40 @@ class GcsStore(ObjectStore):
     def read_bytes(self, key: str) -> bytes:
         return self.fs.cat_file(self._path(key))
 
-    def _same_md5(self, key: str, md5: bytes) -> StoredObject | None:
+    def _current(self, key: str) -> dict | None:
         try:
             info = self.fs.info(self._path(key), refresh=True)
         except FileNotFoundError:
             return None
-        if info.get("md5Hash") and base64.b64decode(info["md5Hash"]) == md5:
-            return self._stored(info)
-        return None
+        return info if info.get("type") == "file" else None
+
+    def _write(self, key: str, md5: Callable[[], bytes], size: int, content_addressed: bool, **payload) -> Written:
+        current = self._current(key)
+        if current is not None and (
+            content_addressed or (current.get("md5Hash") and base64.b64decode(current["md5Hash"]) == md5())
+        ):
+            found = self._stored(current)
+            return Written(key, found.uri, found.tier, found.size, False)
+        generation = 0 if content_addressed or current is None else int(current["generation"])
+        if not self._upload(key, generation, content_addressed, **payload):
+            found = self.find(key)
+            return Written(key, found.uri, found.tier, found.size, False)
+        return Written(key, self.uri(key), WRITE_TIER, size, True)
 
     def write_bytes(self, key: str, data: bytes, *, content_addressed: bool = False) -> Written:
-        found = self.find(key) if content_addressed else self._same_md5(key, hashlib.md5(data).digest())
-        if found is not None:
-            return Written(key, found.uri, found.tier, found.size, False)
-        self.fs.pipe_file(self._path(key), data, mode="create" if content_addressed else "overwrite")
-        return Written(key, self.uri(key), WRITE_TIER, len(data), True)
+        return self._write(key, lambda: hashlib.md5(data).digest(), len(data), content_addressed, data=data)
 
     def write_file(self, key: str, source: Path, *, content_addressed: bool = False) -> Written:
-        found = self.find(key) if content_addressed else self._same_md5(key, _md5_file(source))
-        if found is not None:
-            return Written(key, found.uri, found.tier, found.size, False)
-        self.fs.put_file(str(source), self._path(key), mode="create" if content_addressed else "overwrite")
-        return Written(key, self.uri(key), WRITE_TIER, source.stat().st_size, True)
+        size = source.stat().st_size
+        return self._write(key, lambda: _md5_file(source), size, content_addressed, source=source)
 
     @contextmanager
     def writer(self, key: str, *, content_addressed: bool = False) -> Iterator[BinaryIO]:
         """A resumable upload: GCS creates the object only when the last chunk arrives, so a writer that
         dies leaves no object and the previous generation in place. On an error the upload is cancelled
         and the handle marked closed, so that garbage collection cannot commit the partial bytes."""
+        from gcsfs.retry import ChecksumError
+
         handle = self.fs.open(self._path(key), "xb" if content_addressed else "wb", block_size=8 << 20)
         try:
             yield handle
@@ -384,7 +419,13 @@ class GcsStore(ObjectStore):
                 handle.discard()
             handle.closed = True
             raise
-        handle.close()
+        try:
+            handle.close()
+        except ChecksumError:
+            # The object arrived but not as sent: remove exactly that generation, never an older one.
+            if handle.generation:
+                self._blob(key).delete(if_generation_match=int(handle.generation))
+            raise
 
     @contextmanager
     def local_file(self, key: str) -> Iterator[Path]:
@@ -411,8 +452,8 @@ class GcsStore(ObjectStore):
         raise NotImplementedError("on GCS the bucket's lifecycle rules change storage classes")
 
 
-def open_store(root: str | Path, project: str | None = None) -> ObjectStore:
+def open_store(root: str | Path, project: str | None = None, gcs_client: object = None) -> ObjectStore:
     """`gs://bucket/prefix` for Cloud Storage, anything else is a local folder."""
     if str(root).startswith("gs://"):
-        return GcsStore(str(root), project=project)
+        return GcsStore(str(root), project=project, client=gcs_client)
     return LocalTieredStore(root)

@@ -63,9 +63,11 @@ class DataStore:
         self.objects = objects or open_store(self.state_root)
 
     @classmethod
-    def open(cls, state_root: Path | str, storage_uri: str = "", project: str | None = None) -> "DataStore":
+    def open(
+        cls, state_root: Path | str, storage_uri: str = "", project: str | None = None, gcs_client: object = None
+    ) -> "DataStore":
         state_root = Path(state_root).expanduser().resolve()
-        return cls(state_root, open_store(storage_uri or state_root, project=project))
+        return cls(state_root, open_store(storage_uri or state_root, project=project, gcs_client=gcs_client))
 
     @staticmethod
     def original_key(content_sha256: str, extension: str) -> str:

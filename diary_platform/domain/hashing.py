@@ -7,12 +7,17 @@ _CHUNK = 1 << 20
 RECORDING_ID_HEX_CHARS = 24
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str):
+    """The hash of a file's bytes, read in chunks (uploads can be hundreds of MB)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
-    return digest.hexdigest()
+    return digest
+
+
+def sha256_file(path: Path) -> str:
+    return file_digest(path, "sha256").hexdigest()
 
 
 def recording_id_for(content_sha256: str) -> str:

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
+from diary_platform.domain.hashing import file_digest
+
 TIERS = ("hot", "warm", "cold")
 WRITE_TIER = "hot"
 STORAGE_CLASS_TIERS = {
@@ -89,11 +91,7 @@ def atomic_writer(target: Path) -> Iterator[BinaryIO]:
 
 
 def _md5_file(path: Path) -> bytes:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.digest()
+    return file_digest(path, "md5").digest()
 
 
 class ObjectStore(ABC):

@@ -1,18 +1,19 @@
 """The cost report: known inputs give known totals; a real day's report and its budget check."""
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import polars as pl
 import pytest
 
 from diary_platform.assets.cost_report import cost_report, within_daily_budget
+from diary_platform.assets.storage_tiers import storage_tiers
 from diary_platform.domain.costs import PlatformPrices, cost_report as build_report, to_markdown
 from diary_platform.resources import build_resources
 from diary_platform.runner import process_files
 
 PRICES = PlatformPrices(
-    cpu_usd_per_second=0.001, gpu_usd_per_second=0.01, storage_usd_per_gb_month={"hot": 3.0}, daily_budget_usd=1.0
+    cpu_usd_per_second=0.001, gpu_usd_per_second=0.01, storage_usd_per_gb_month={"hot": 3.0, "warm": 1.5, "cold": 0.3}, daily_budget_usd=1.0
 )
 MODELS = {"gpt-4o-mini": {"input": 0.15, "output": 0.60}}
 
@@ -26,7 +27,8 @@ def test_known_inputs_give_the_expected_totals():
         {"user": ["ann", "ann", "bob"], "model": ["gpt-4o-mini", "extractive-v1", "gpt-4o-mini"],
          "input_tokens": [2_000_000, 0, 1_000_000], "output_tokens": [1_000_000, 0, 0]}
     )
-    report = build_report(validated, transcripts, notes, {"ann": 1024**3, "bob": 0}, PRICES, MODELS, gpu=False)
+    stored = {"ann": {"hot": 1024**3}, "bob": {"warm": 0}}
+    report = build_report(validated, transcripts, notes, stored, PRICES, MODELS, gpu=False)
     rows = {row["user"]: row for row in report.iter_rows(named=True)}
     ann, bob, total = rows["ann"], rows["bob"], rows["(total)"]
     assert ann["compute_usd"] == pytest.approx(33 * 0.001)
@@ -37,6 +39,9 @@ def test_known_inputs_give_the_expected_totals():
     assert bob["total_usd"] == pytest.approx(0.033 + 0.15) and bob["audio_hours"] == pytest.approx(0.25)
     assert total["total_usd"] == pytest.approx(1.033 + 0.183)
     assert total["usd_per_audio_hour"] == pytest.approx(1.216 / 1.25)
+    tiered = build_report(validated, transcripts, notes, {"ann": {"hot": 1024**3 // 2, "cold": 1024**3}}, PRICES, MODELS, gpu=False)
+    assert tiered.filter(pl.col("user") == "ann")["storage_usd"][0] == pytest.approx((0.5 * 3.0 + 0.3) / 30)
+    assert tiered.filter(pl.col("user") == "ann")["storage_bytes"][0] == 1024**3 * 3 // 2
     gpu = build_report(validated, transcripts, notes, {}, PRICES, MODELS, gpu=True)
     assert gpu.filter(pl.col("user") == "ann")["compute_usd"][0] == pytest.approx(33 * 0.01)
     assert "| (total) | 3 | 1.2500 |" in to_markdown(report)
@@ -57,5 +62,14 @@ def test_the_day_report_of_the_examples_and_its_budget_check(settings, clips):
         metadata = result.asset_materializations_for_node("cost_report")[0].metadata
         assert metadata["usd_per_audio_hour"].value == pytest.approx(total["usd_per_audio_hour"], rel=1e-3)
         assert "| alice |" in metadata["report"].value
+
+        later = (datetime.now(timezone.utc) + timedelta(days=31)).isoformat()
+        dg.materialize([storage_tiers], instance=instance, resources=resources,
+                       run_config={"ops": {"storage_tiers": {"config": {"as_of": later}}}})
+        again = dg.materialize([cost_report], partition_key=day, instance=instance, resources=resources)
+        moved = again.output_for_node("cost_report").filter(pl.col("user") == "(total)").row(0, named=True)
+        prices = PlatformPrices.load().storage_usd_per_gb_month
+        assert moved["storage_bytes"] == total["storage_bytes"]
+        assert moved["storage_usd"] == pytest.approx(total["storage_usd"] * prices["warm"] / prices["hot"])
         [check] = result.get_asset_check_evaluations()
         assert check.passed and check.severity == dg.AssetCheckSeverity.WARN

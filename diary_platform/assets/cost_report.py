@@ -23,9 +23,9 @@ def _tables_of_day(storage: DiaryStorage, asset: str, day) -> pl.DataFrame:
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
 
-def _stored_bytes(storage: DiaryStorage, tables: dict[str, pl.DataFrame]) -> dict[str, int]:
-    """Bytes of every file the day's recordings added, per user."""
-    totals: dict[str, int] = {}
+def _stored_bytes(storage: DiaryStorage, tables: dict[str, pl.DataFrame]) -> dict[str, dict[str, int]]:
+    """Bytes of every file the day's recordings added, per user and the tier each file is in now."""
+    totals: dict[str, dict[str, int]] = {}
     for asset, columns in URI_COLUMNS.items():
         frame = tables[asset]
         for row in frame.iter_rows(named=True) if frame.height else []:
@@ -33,7 +33,8 @@ def _stored_bytes(storage: DiaryStorage, tables: dict[str, pl.DataFrame]) -> dic
                 if row.get(column):
                     found = storage.store.find_uri(row[column])
                     if found is not None:
-                        totals[row["user"]] = totals.get(row["user"], 0) + found.size
+                        by_tier = totals.setdefault(row["user"], {})
+                        by_tier[found.tier] = by_tier.get(found.tier, 0) + found.size
     return totals
 
 
@@ -43,7 +44,7 @@ def _stored_bytes(storage: DiaryStorage, tables: dict[str, pl.DataFrame]) -> dic
     group_name="operations",
     kinds={"polars", "parquet"},
     retry_policy=NETWORK_RETRY,
-    code_version="1",
+    code_version="2",
     deps=[
         dg.AssetDep(name, partition_mapping=dg.AllPartitionMapping())
         for name in ("validated_audio", "transcripts", "diary_notes")

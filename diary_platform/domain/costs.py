@@ -3,7 +3,8 @@
 Inputs are the tables of the batches processed that day. Compute is the measured decode and
 transcription seconds times the worker price (GPU when transcription ran on one); language-model
 cost is tokens times each model's list price; storage is the bytes the day's recordings added
-(originals, normalised audio, transcript files, notes), priced at the hot tier for one day.
+(originals, normalised audio, transcript files, notes), each priced for one day at the tier it is in
+when the report is made (a report rebuilt after tiering prices what moved at the colder rate).
 """
 
 from dataclasses import dataclass
@@ -40,14 +41,13 @@ def cost_report(
     validated: pl.DataFrame,
     transcripts: pl.DataFrame,
     notes: pl.DataFrame,
-    stored_bytes: dict[str, int],
+    stored_bytes: dict[str, dict[str, int]],
     prices: PlatformPrices,
     model_prices: dict,
     gpu: bool,
 ) -> pl.DataFrame:
-    """One row per user, plus a `(total)` row. `stored_bytes`: bytes added per user."""
+    """One row per user, plus a `(total)` row. `stored_bytes`: bytes added per user, per tier."""
     compute_price = prices.gpu_usd_per_second if gpu else prices.cpu_usd_per_second
-    storage_price = prices.storage_usd_per_gb_month["hot"] / DAYS_PER_MONTH
     tables = (validated, transcripts, notes)
     users = sorted({u for t in tables if t.height for u in t["user"]} | set(stored_bytes))
     rows = []
@@ -68,8 +68,11 @@ def cost_report(
                 "llm_input_tokens": int(_sum(written, "input_tokens")),
                 "llm_output_tokens": int(_sum(written, "output_tokens")),
                 "llm_usd": llm_usd,
-                "storage_bytes": stored_bytes.get(user, 0),
-                "storage_usd": stored_bytes.get(user, 0) / GB * storage_price,
+                "storage_bytes": sum(stored_bytes.get(user, {}).values()),
+                "storage_usd": sum(
+                    size / GB * prices.storage_usd_per_gb_month[tier] / DAYS_PER_MONTH
+                    for tier, size in stored_bytes.get(user, {}).items()
+                ),
             }
         )
     report = pl.DataFrame(rows, schema=_SCHEMA) if rows else pl.DataFrame(schema=_SCHEMA)

@@ -65,7 +65,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DIARY_DATA_DIR=/var/diary/state \
     DIARY_DEVICE=cuda \
     DIARY_COMPUTE_TYPE=float16 \
-    DIARY_MODEL=/opt/models/${WHISPER_MODEL} \
+    DIARY_MODEL=${WHISPER_MODEL} \
+    HF_HOME=/opt/models \
     PATH=/opt/venv/bin:${PATH}
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
@@ -79,9 +80,10 @@ WORKDIR /opt/dagster/app
 COPY --from=wheels /wheels /tmp/wheels
 RUN pip install --no-index --find-links /tmp/wheels /tmp/wheels/diary_platform-*.whl \
     && rm -rf /tmp/wheels
-# The model is fetched when the image is built, never when it runs.
-RUN python -c "import sys; from faster_whisper import download_model; download_model(sys.argv[1], output_dir=sys.argv[2])" \
-    "${WHISPER_MODEL}" "/opt/models/${WHISPER_MODEL}"
+# The model is fetched into the Hugging Face cache when the image is built, never when it runs (the
+# platform loads it with local_files_only). DIARY_MODEL names it, not a path, so the code server on the
+# CPU image, given the same DIARY_MODEL, computes the same transcripts code_version as this image.
+RUN python -c "import sys; from faster_whisper import download_model; download_model(sys.argv[1])" "${WHISPER_MODEL}"
 COPY --chown=diary:diary workspace.yaml dagster_cloud.yaml ./
 USER 10001:10001
 EXPOSE 3030

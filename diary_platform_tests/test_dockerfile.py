@@ -84,8 +84,9 @@ def test_runtime_images_have_no_build_tools_and_a_health_check(stage):
 def test_the_gpu_image_bakes_its_model_in_at_build_time():
     steps = _stages()["gpu"]["steps"]
     env = " ".join(a for i, a in steps if i == "ENV")
-    assert "DIARY_COMPUTE_TYPE=float16" in env and "DIARY_DEVICE=cuda" in env and "DIARY_MODEL=/opt/models/" in env
-    assert any(i == "RUN" and "download_model" in a for i, a in steps)
+    assert "DIARY_COMPUTE_TYPE=float16" in env and "DIARY_DEVICE=cuda" in env
+    assert "DIARY_MODEL=${WHISPER_MODEL}" in env and "HF_HOME=/opt/models" in env
+    assert any(i == "RUN" and "download_model" in a and "${WHISPER_MODEL}" in a for i, a in steps)
 
 
 def test_copied_files_exist_and_the_context_leaves_out_local_state():

@@ -79,6 +79,18 @@ def test_the_k8s_environment_selects_the_k8s_job_executor_and_gpu_defaults(k8s_s
     assert (transcriber.device, transcriber.compute_type, transcriber.batched) == ("cuda", "float16", True)
 
 
+def test_a_model_named_in_both_images_gives_one_code_version(monkeypatch):
+    """The code server (CPU image, no model on disk) and the GPU step (model in its Hugging Face cache)
+    must compute the same transcripts code_version: a model given by name is identified by its name."""
+    from diary_platform.domain.transcription import code_version
+    from diary_platform.settings import Settings
+
+    for name, value in {**K8S_ENV, "DIARY_MODEL": "large-v3-turbo"}.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env()
+    assert code_version(settings.transcriber).startswith("transcribe-v2|large-v3-turbo|float16|")
+
+
 def test_the_local_environment_keeps_the_default_executor_and_cpu_int8(settings):
     from diary_platform.definitions import build_definitions
 

@@ -14,8 +14,6 @@ import dagster as dg
 import psycopg2
 import yaml
 
-from diary_platform_tests.test_storage import EXAMPLES
-
 REPO = Path(__file__).resolve().parent.parent
 DIARY = str(Path(sys.executable).parent / "diary")
 BATCH_ASSETS = {"raw_audio", "validated_audio", "transcripts", "diary_notes"}
@@ -75,13 +73,14 @@ def test_the_instance_also_takes_one_url_instead_of_parts(tmp_path, postgres_dat
     assert _query(postgres_database, "SELECT count(*) FROM runs") == [(0,)], "the schema was created in that database"
 
 
-def test_two_batches_materialize_in_parallel_on_postgres(tmp_path, postgres_database):
+def test_two_batches_materialize_in_parallel_on_postgres(tmp_path, postgres_database, clips):
     env = _instance_env(tmp_path, postgres_database)
     setup = subprocess.run([DIARY, "instance-setup"], env=env, capture_output=True, text=True, timeout=300)
     assert setup.returncode == 0, setup.stderr
     assert "pool gpu: 2 slots" in setup.stderr and "pool llm: 3 slots" in setup.stderr
 
-    groups = [EXAMPLES[:1], EXAMPLES[1:]]
+    # Four recordings each: runs of several seconds, so the two overlap even if one process starts late.
+    groups = [[c.path for c in clips[:4]], [c.path for c in clips[4:8]]]
     runs = [
         subprocess.Popen([DIARY, "run", *map(str, files), "--user", user], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)

@@ -1,6 +1,7 @@
 """Dagster resources: typed configuration around the domain services, one per concern."""
 
 from collections.abc import Callable
+from functools import lru_cache
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
@@ -30,8 +31,7 @@ class DiaryStorage(dg.ConfigurableResource):
 
     @property
     def store(self) -> DataStore:
-        client = self.gcs().get_client() if self.bucket_name else None
-        return DataStore.open(self.data_dir, self.storage_uri, self.gcs_project or None, gcs_client=client)
+        return _data_store(self.data_dir, self.storage_uri, self.gcs_project)
 
     @property
     def bucket_name(self) -> str | None:
@@ -48,6 +48,13 @@ class DiaryStorage(dg.ConfigurableResource):
     @property
     def ledger(self) -> Ledger:
         return Ledger(self.store.ledger_root)
+
+
+@lru_cache(maxsize=8)
+def _data_store(data_dir: str, storage_uri: str, gcs_project: str) -> DataStore:
+    """One store (and one set of Cloud Storage clients) per configuration and process."""
+    client = GCSResource(project=gcs_project or None).get_client() if storage_uri.startswith("gs://") else None
+    return DataStore.open(data_dir, storage_uri, gcs_project or None, gcs_client=client)
 
 
 class DecodeLimits(dg.ConfigurableResource):

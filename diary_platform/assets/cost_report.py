@@ -26,12 +26,13 @@ def _tables_of_day(storage: DiaryStorage, asset: str, day) -> pl.DataFrame:
 def _stored_bytes(storage: DiaryStorage, tables: dict[str, pl.DataFrame]) -> dict[str, dict[str, int]]:
     """Bytes of every file the day's recordings added, per user and the tier each file is in now."""
     totals: dict[str, dict[str, int]] = {}
+    store = storage.store
     for asset, columns in URI_COLUMNS.items():
         frame = tables[asset]
         for row in frame.iter_rows(named=True) if frame.height else []:
             for column in columns:
                 if row.get(column):
-                    found = storage.store.find_uri(row[column])
+                    found = store.find_uri(row[column])
                     if found is not None:
                         by_tier = totals.setdefault(row["user"], {})
                         by_tier[found.tier] = by_tier.get(found.tier, 0) + found.size

@@ -45,7 +45,7 @@ def drop(landing: Path, user: str, source: Path, name: str | None = None) -> Pat
     return target
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -54,7 +54,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="session", autouse=True)
 def telemetry_exporters():
     """OpenTelemetry for the whole session: in-memory spans and metrics, and the Prometheus endpoint."""
-    port = _free_port()
+    port = free_port()
     spans = InMemorySpanExporter()
     metrics = InMemoryMetricReader()
     telemetry.configure(span_exporter=spans, metric_reader=metrics, prometheus_port=port)
@@ -74,7 +74,7 @@ def gcs_emulator():
     STORAGE_EMULATOR_HOST, as they would find a real endpoint."""
     from gcp_storage_emulator.server import create_server
 
-    port = _free_port()
+    port = free_port()
     server = create_server("127.0.0.1", port, in_memory=True)
     server.start()
     previous = os.environ.get("STORAGE_EMULATOR_HOST")

@@ -6,7 +6,6 @@ and opens the note preview and the cost report. Screenshots go to test-artifacts
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 
 from diary_platform.domain.landing import batch_files
 from diary_platform.resources import build_resources
+from diary_platform_tests.conftest import free_port, unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts" / "ui"
@@ -37,17 +37,8 @@ def _chromium() -> str:
         subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
         subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], env=env, capture_output=True, timeout=900)
     if not Path(CHROMIUM).exists():
-        message = "Debian's chromium is not installed and could not be installed with apt-get"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("Debian's chromium is not installed and could not be installed with apt-get")
     return CHROMIUM
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -69,7 +60,7 @@ def webserver(tmp_path, clips):
         )
         with dg.DagsterInstance.get() as instance:
             instance.add_dynamic_partitions("batches", [manifest.key])
-        port = _free_port()
+        port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "dagster", "dev", "-m", "diary_platform.definitions", "-h", "127.0.0.1", "-p", str(port)],
             env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

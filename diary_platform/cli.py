@@ -181,4 +181,11 @@ def ui(port: int = typer.Option(3000, help="Port of the web UI.")) -> None:
 
 
 def main() -> None:
-    app()
+    """The platform's own failures end in one line on stderr and exit status 1; `DIARY_DEBUG=1` adds the traceback."""
+    try:
+        app()
+    except Exception as error:  # a quarantined recording is a result, so anything raised here is the platform's
+        if os.environ.get("DIARY_DEBUG"):
+            raise
+        console.print(f"[bold red]diary: error:[/bold red] {escape(f'{type(error).__name__}: {error}')}")
+        raise SystemExit(1) from None

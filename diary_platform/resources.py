@@ -10,6 +10,7 @@ import dagster as dg
 from dagster_gcp import GCSResource
 
 from diary_platform.domain.batches import BatchStore
+from diary_platform.domain.costs import PlatformPrices
 from diary_platform.domain.guards import GuardConfig
 from diary_platform.domain.landing import BatchLimits, LandingScanner
 from diary_platform.domain.ledger import Ledger
@@ -120,6 +121,15 @@ class NoteWriterResource(dg.ConfigurableResource):
         return NoteRouter(config, Path(self.state_dir))
 
 
+class PlatformPricing(dg.ConfigurableResource):
+    """Compute and storage prices and the daily budget for the cost report (default: config/platform_prices.yaml)."""
+
+    prices_file: str = ""
+
+    def prices(self) -> PlatformPrices:
+        return PlatformPrices.load(Path(self.prices_file).read_text() if self.prices_file else None)
+
+
 class LandingFolder(dg.ConfigurableResource):
     landing_dir: str
     max_files: int
@@ -151,6 +161,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             llm_config=settings.llm_config, local_only=settings.local_only, state_dir=str(settings.data_dir / "state")
         ),
         "tiering": TieringPolicyResource(**vars(settings.tiering)),
+        "pricing": PlatformPricing(prices_file=settings.platform_prices_file),
         "landing": LandingFolder(
             landing_dir=str(settings.landing_dir),
             max_files=limits.max_files,

@@ -62,6 +62,7 @@ class Settings:
     transcriber: TranscriberConfig
     guards: GuardConfig
     llm_config: str
+    platform_prices_file: str
     local_only: bool
     pool_slots: dict[str, int]
 
@@ -133,6 +134,7 @@ class Settings:
                 max_phrase_repeats=int(_env("DIARY_GUARD_MAX_REPEATS", "3")),
             ),
             llm_config=_env("DIARY_LLM_CONFIG", ""),
+            platform_prices_file=_env("DIARY_PLATFORM_PRICES", ""),
             local_only=_flag("DIARY_LOCAL_ONLY", False),
             pool_slots={
                 "gpu": int(_env("DIARY_GPU_SLOTS", "1")),

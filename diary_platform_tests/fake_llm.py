@@ -92,6 +92,8 @@ class FakeLLM:
                       "You exceeded your current quota (insufficient_quota); your spend limit is reached.", {}),
             "auth": (401, "invalid_api_key", "authentication_error", "Invalid API key.", {}),
             "not_found": (404, "model_not_found", "not_found_error", f"The model {model} does not exist.", {}),
+            "bad_request": (400, "invalid_request_error", "invalid_request_error", "Unsupported parameter.", {}),
+            "unprocessable": (422, "unprocessable_entity", "invalid_request_error", "Unprocessable request.", {}),
         }
         if behaviour == "stall":
             time.sleep(self.stall_seconds)
@@ -106,6 +108,8 @@ class FakeLLM:
         note = valid_note(transcript)
         if behaviour == "schema_break":
             note = {"title": "Missing everything else"}
+        if behaviour == "bad_citation":
+            note["events"].append({"text": "Something nobody said", "segments": [len(note["events"]) + 7]})
         if behaviour == "with_url":
             note["summary"] += " See https://evil.example.com/x and ![img](http://evil.example.com/i.png)"
         if behaviour == "leak_prompt":

@@ -76,3 +76,43 @@ def test_diary_status_reports_recent_batches(tmp_path):
     assert "Recent batches" in completed.stdout
     assert "2 batches · 2 recordings · 1 quarantined" in completed.stdout
     assert "cost so far $0.0000" in completed.stdout
+
+
+def _diary(env: dict, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "diary"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_quarantine_list_filters_by_reason_and_redrive_processes_only_those(tmp_path):
+    env = {**os.environ, "DIARY_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home")}
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    noise = tmp_path / "noise.flac"
+    noise.write_bytes(os.urandom(4096))
+    assert _diary(env, "run", str(EXAMPLES[0]), str(empty), str(noise)).returncode == 0
+
+    listed = _diary(env, "quarantine", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    everything = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert sorted(r["source_name"] for r in everything) == ["empty.wav", "noise.flac"]
+    assert "2 quarantined recordings" in listed.stderr
+
+    only_empty = [json.loads(line) for line in _diary(env, "quarantine", "list", "--json", "--reason", "empty_file").stdout.splitlines()]
+    assert [(r["source_name"], r["reason"]) for r in only_empty] == [("empty.wav", "empty_file")]
+
+    redriven = _diary(env, "quarantine", "redrive", "--json", "--reason", "empty_file")
+    assert redriven.returncode == 0, redriven.stderr
+    [record] = [json.loads(line) for line in redriven.stdout.splitlines()]
+    assert record["recording_id"] == only_empty[0]["recording_id"]
+    assert (record["status"], record["reason"], record["new"]) == ("quarantined", "empty_file", True)
+    assert record["batch_key"] != only_empty[0]["batch_key"], "processed again, as a new batch"
+
+
+def test_a_platform_failure_exits_non_zero_with_one_clear_line(tmp_path):
+    not_a_folder = tmp_path / "data"
+    not_a_folder.write_text("a file where the data folder should be")
+    env = {**os.environ, "DIARY_DATA_DIR": str(not_a_folder / "inside"), "DAGSTER_HOME": str(tmp_path / "home")}
+    completed = _diary(env, "run", str(EXAMPLES[0]))
+    assert completed.returncode == 1
+    assert "diary: error:" in completed.stderr and "Not a directory" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert not_a_folder.read_text() == "a file where the data folder should be"

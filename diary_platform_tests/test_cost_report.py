@@ -1,6 +1,7 @@
 """The cost report: known inputs give known totals; a real day's report and its budget check."""
 
 from datetime import datetime, timedelta, timezone
+from importlib import resources
 
 import dagster as dg
 import polars as pl
@@ -9,7 +10,7 @@ import pytest
 from diary_platform.assets.cost_report import cost_report, within_daily_budget
 from diary_platform.assets.storage_tiers import storage_tiers
 from diary_platform.domain.costs import PlatformPrices, cost_report as build_report, to_markdown
-from diary_platform.resources import build_resources
+from diary_platform.resources import PlatformPricing, build_resources
 from diary_platform.runner import process_files
 
 PRICES = PlatformPrices(
@@ -73,3 +74,22 @@ def test_the_day_report_of_the_examples_and_its_budget_check(settings, clips):
         assert moved["storage_usd"] == pytest.approx(total["storage_usd"] * prices["warm"] / prices["hot"])
         [check] = result.get_asset_check_evaluations()
         assert check.passed and check.severity == dg.AssetCheckSeverity.WARN
+
+
+
+def test_the_budget_check_warns_when_the_day_costs_more_than_the_budget(settings, clips, tmp_path):
+    prices = tmp_path / "prices.yaml"
+    default = resources.files("diary_platform.config").joinpath("platform_prices.yaml").read_text()
+    with dg.instance_for_test() as instance:
+        process_files([clips[0].path], "alice", settings, instance)
+        day = datetime.now(timezone.utc).date().isoformat()
+        outcomes = {}
+        for budget in (0.0, 1000.0):
+            prices.write_text(default.replace("daily_budget_usd: 5.00", f"daily_budget_usd: {budget}"))
+            configured = {**build_resources(settings), "pricing": PlatformPricing(prices_file=str(prices))}
+            result = dg.materialize([cost_report, within_daily_budget], partition_key=day, instance=instance, resources=configured)
+            [check] = result.get_asset_check_evaluations()
+            assert check.severity == dg.AssetCheckSeverity.WARN and check.metadata["budget_usd"].value == budget
+            assert check.metadata["total_usd"].value > 0
+            outcomes[budget] = check.passed
+    assert outcomes == {0.0: False, 1000.0: True}

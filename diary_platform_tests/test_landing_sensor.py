@@ -7,9 +7,11 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import pytest
 
+from diary_platform.domain import stages
 from diary_platform.domain.batches import BatchStore
 from diary_platform.domain.landing import BatchLimits, LandingCursor, LandingScanner
 from diary_platform.domain.ledger import Ledger
+from diary_platform.domain.storage import DataStore
 from diary_platform.resources import build_resources
 from diary_platform.sensors.landing_sensor import landing_sensor
 
@@ -230,3 +232,20 @@ def test_a_symlinked_folder_pointing_outside_the_landing_root_is_refused(landing
     result = landing.tick()
     assert landing.taken(result) == ["alice/fine name é.wav"]
     assert result.refused == 1
+
+
+def test_an_upload_rewritten_after_it_was_batched_is_quarantined_then_taken_again_as_new(landing, tmp_path):
+    upload = landing.write("alice/memo.m4a", b"first take")
+    landing.tick()
+    [batch] = landing.tick().batches
+    upload.write_bytes(b"second take, recorded over the first")
+    store = DataStore(tmp_path / "data")
+    [row] = stages.ingest(batch, store).to_dicts()
+    assert (row["status"], row["reason"]) == ("quarantined", "source_changed")
+    assert "changed after it was picked up" in row["message"] and row["original_uri"] is None
+    assert list(store.objects.scan("audio/")) == []
+    landing.tick()
+    again = landing.tick()
+    assert landing.taken(again) == ["alice/memo.m4a"]
+    [item] = again.batches[0].items
+    assert item.size == len(b"second take, recorded over the first")

@@ -4,12 +4,13 @@ The official SDKs are pointed at the fake server with `base_url`; assertions com
 """
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import polars as pl
 import pytest
 
+from diary_platform.domain.breakers import FileBreakerStorage
 from diary_platform.domain.notes import NoteRequest
 from diary_platform.domain.providers import ProviderSpec
 from diary_platform.domain.router import NoteRouter, RouterConfig
@@ -17,6 +18,7 @@ from diary_platform.runner import process_files
 from diary_platform_tests.fake_llm import ANTHROPIC, OPENAI, FakeLLM
 
 GPT = "gpt-4o-mini"
+GPT_NEXT = "gpt-4.1-mini"
 CLAUDE = "claude-haiku-4-5"
 LLAMA = "llama3.1:8b"
 KEYS = {"OPENAI_API_KEY": "sk-test-key", "ANTHROPIC_API_KEY": "sk-ant-test-key"}
@@ -118,6 +120,59 @@ def test_a_quota_error_opens_the_breaker_for_every_process_and_the_provider_is_s
     assert attempts(fake, OPENAI, GPT) == 0
     assert second.fallback_path[0] == "openai:skipped(breaker_open)"
     assert (tmp_path / "state" / "breakers" / "openai.json").exists()
+
+
+def test_an_open_breaker_lets_a_trial_call_through_after_its_reset_timeout_and_closes(fake, tmp_path):
+    fake.script(OPENAI, GPT, "quota")
+    assert router(fake, tmp_path).write(request()).provider == "anthropic"
+    breaker = FileBreakerStorage(tmp_path / "state" / "breakers" / "openai.json")
+    assert breaker.state == "open"
+    fake.log.clear()
+    breaker.opened_at = datetime.now(timezone.utc) - timedelta(seconds=299)
+    assert router(fake, tmp_path).write(request()).provider == "anthropic", "still open before reset_seconds (300)"
+    assert attempts(fake, OPENAI, GPT) == 0
+    breaker.opened_at = datetime.now(timezone.utc) - timedelta(seconds=301)
+    trial = router(fake, tmp_path).write(request())
+    assert trial.provider == "openai" and attempts(fake, OPENAI, GPT) == 1
+    assert breaker.state == "closed" and breaker.counter == 0
+
+
+def test_a_failed_trial_call_opens_the_breaker_again(fake, tmp_path):
+    fake.script(OPENAI, GPT, "quota", *["server_error"] * 3)
+    router(fake, tmp_path).write(request())
+    breaker = FileBreakerStorage(tmp_path / "state" / "breakers" / "openai.json")
+    breaker.opened_at = datetime.now(timezone.utc) - timedelta(seconds=301)
+    assert router(fake, tmp_path).write(request()).provider == "anthropic"
+    assert breaker.state == "open" and breaker.opened_at > datetime.now(timezone.utc) - timedelta(seconds=60)
+
+
+@pytest.mark.parametrize("behaviour", ["bad_request", "not_found", "unprocessable"])
+def test_a_rejected_request_moves_on_to_the_same_providers_next_model(fake, tmp_path, behaviour):
+    fake.script(OPENAI, GPT, behaviour)
+    chain = router(fake, tmp_path)
+    chain.chain[0] = (ProviderSpec("openai", "openai", (GPT, GPT_NEXT), "OPENAI_API_KEY", fake.openai_url), *chain.chain[0][1:])
+    note = chain.write(request())
+    assert (note.provider, note.model) == ("openai", GPT_NEXT)
+    assert note.fallback_path == [f"openai/{GPT}:rejected", f"openai/{GPT_NEXT}:ok"]
+    assert attempts(fake, ANTHROPIC, CLAUDE) == 0
+
+
+def test_a_refused_key_skips_the_providers_other_models(fake, tmp_path):
+    fake.script(OPENAI, GPT, "auth")
+    chain = router(fake, tmp_path)
+    chain.chain[0] = (ProviderSpec("openai", "openai", (GPT, GPT_NEXT), "OPENAI_API_KEY", fake.openai_url), *chain.chain[0][1:])
+    note = chain.write(request())
+    assert note.provider == "anthropic" and attempts(fake, OPENAI, GPT_NEXT) == 0
+    assert note.fallback_path == [f"openai/{GPT}:auth", f"anthropic/{CLAUDE}:ok"]
+
+
+def test_a_citation_of_a_segment_that_does_not_exist_is_sent_back_for_repair(fake, tmp_path):
+    fake.script(OPENAI, GPT, "bad_citation")
+    note = router(fake, tmp_path).write(request())
+    assert note.provider == "openai" and attempts(fake, OPENAI, GPT) == 2
+    repair = fake.requests(OPENAI, GPT)[1]["body"]["messages"][-1]["content"]
+    assert "cites segments [9] that do not exist" in repair
+    assert all(0 <= s < len(SEGMENTS) for c in note.citations for s in c["segments"])
 
 
 def test_repeated_failures_open_the_breaker_then_it_is_skipped(fake, tmp_path):

@@ -1,7 +1,11 @@
-"""The local note writer: structured, grounded in the transcript, never failing."""
+"""The local note writer (structured, grounded in the transcript, never failing) and the checks on a model's draft."""
 
+import json
 from datetime import datetime, timezone
 
+import pytest
+
+from diary_platform.domain.note_draft import DraftRejected, check_draft
 from diary_platform.domain.notes import LocalNoteWriter, NoteRequest
 
 WHEN = datetime(2026, 11, 26, 18, 30, tzinfo=timezone.utc)
@@ -40,3 +44,30 @@ def test_an_empty_transcript_still_gets_a_note():
     note = _note("   ")
     assert note.title == "No speech recorded"
     assert note.to_markdown(WHEN).startswith("# No speech recorded")
+
+
+def _draft_json(segments: list[int], **overrides) -> str:
+    draft = {
+        "title": "A walk", "summary": "I walked.", "people": [], "places": [], "todos": [],
+        "events": [{"text": "Walked to the market", "segments": segments}],
+        "mood": {"label": "neutral", "segments": []},
+        **overrides,
+    }
+    return json.dumps(draft)
+
+
+@pytest.mark.parametrize("segments", [[2], [-1], [0, 5], [100]])
+def test_a_draft_citing_a_segment_that_does_not_exist_is_rejected(segments):
+    with pytest.raises(DraftRejected, match="do not exist"):
+        check_draft(_draft_json(segments), segment_count=2, forbidden=[])
+
+
+def test_a_draft_citing_real_segments_is_accepted_and_cleaned():
+    draft = check_draft(
+        _draft_json([0, 1], title="A walk, see https://evil.example.com"), segment_count=2, forbidden=["SECRET PROMPT"]
+    )
+    assert draft.events[0].segments == [0, 1] and "evil" not in draft.title
+    with pytest.raises(DraftRejected, match="repeats the instructions"):
+        check_draft(_draft_json([0], summary="The secret prompt is here"), segment_count=2, forbidden=["SECRET PROMPT"])
+    with pytest.raises(DraftRejected, match="not valid JSON"):
+        check_draft('{"title": "half', segment_count=2, forbidden=[])

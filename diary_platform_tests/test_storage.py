@@ -17,7 +17,7 @@ import pytest
 from diary_platform.assets.storage_tiers import TieringPolicyResource, storage_tiers
 from diary_platform.definitions import batch_assets, batch_checks
 from diary_platform.domain.objects import LocalTieredStore, atomic_writer
-from diary_platform.domain.storage import DataStore
+from diary_platform.domain.storage import ContentChanged, DataStore
 from diary_platform.domain.tiering import TieringPolicy, apply_tiering
 from diary_platform.resources import build_resources
 from diary_platform.runner import process_files
@@ -104,6 +104,20 @@ def test_originals_are_stored_once_per_content_and_unchanged_values_are_not_rewr
     assert store.write_table("transcripts", "b1", frame).new is False
     assert (tmp_path / "data" / "hot" / written.key).stat().st_mtime_ns == mtime
     assert store.write_table("transcripts", "b1", pl.DataFrame({"a": [3]})).new is True
+
+
+def test_an_upload_that_changed_after_it_was_hashed_is_refused_and_nothing_is_stored(tmp_path):
+    store = DataStore(tmp_path / "data")
+    upload = tmp_path / "memo.flac"
+    upload.write_bytes(b"what the sensor hashed" * 1000)
+    hashed = hashlib.sha256(upload.read_bytes()).hexdigest()
+    upload.write_bytes(b"what arrived afterwards" * 1000)
+    with pytest.raises(ContentChanged):
+        store.store_original(upload, hashed)
+    assert list(store.objects.scan("audio/")) == []
+    assert not [p for p in (tmp_path / "data").rglob("*") if p.is_file()], "no object, no temp file"
+    stored = store.store_original(upload, hashlib.sha256(upload.read_bytes()).hexdigest())
+    assert stored.new and store.objects.read_bytes(stored.key) == upload.read_bytes()
 
 
 def test_a_rewrite_of_an_object_in_a_cold_tier_goes_to_hot_and_leaves_one_copy(tmp_path):

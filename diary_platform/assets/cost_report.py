@@ -2,11 +2,11 @@ import dagster as dg
 import polars as pl
 
 from diary_platform.domain.batches import batch_time
-from diary_platform.domain.costs import PlatformPrices, cost_report as build_cost_report, to_markdown
+from diary_platform.domain.costs import cost_report as build_cost_report, to_markdown
 from diary_platform.domain.spend import load_prices
 from diary_platform.assets.batch_asset import NETWORK_RETRY
 from diary_platform.partitions import daily_partitions
-from diary_platform.resources import DiaryStorage, WhisperTranscriber
+from diary_platform.resources import DiaryStorage, PlatformPricing, WhisperTranscriber
 from diary_platform.k8s import step_tags
 
 URI_COLUMNS = {
@@ -52,7 +52,9 @@ def _stored_bytes(storage: DiaryStorage, tables: dict[str, pl.DataFrame]) -> dic
     ],
     description="What each day's processing cost per user: compute, language models, storage; per audio hour.",
 )
-def cost_report(context: dg.AssetExecutionContext, storage: DiaryStorage, whisper: WhisperTranscriber) -> pl.DataFrame:
+def cost_report(
+    context: dg.AssetExecutionContext, storage: DiaryStorage, whisper: WhisperTranscriber, pricing: PlatformPricing
+) -> pl.DataFrame:
     day = context.partition_time_window.start.date()
     tables = {asset: _tables_of_day(storage, asset, day) for asset in URI_COLUMNS}
     report = build_cost_report(
@@ -60,7 +62,7 @@ def cost_report(context: dg.AssetExecutionContext, storage: DiaryStorage, whispe
         tables["transcripts"],
         tables["diary_notes"],
         _stored_bytes(storage, tables),
-        PlatformPrices.load(),
+        pricing.prices(),
         load_prices(),
         gpu=whisper.device.startswith("cuda"),
     )
@@ -83,12 +85,14 @@ def cost_report(context: dg.AssetExecutionContext, storage: DiaryStorage, whispe
 @dg.asset_check(
     asset=cost_report,
     partitions_def=daily_partitions,
-    description="The day's total stays within the daily budget in config/platform_prices.yaml.",
+    description="The day's total stays within the daily budget (config/platform_prices.yaml or DIARY_PLATFORM_PRICES).",
 )
-def within_daily_budget(context: dg.AssetCheckExecutionContext, storage: DiaryStorage) -> dg.AssetCheckResult:
+def within_daily_budget(
+    context: dg.AssetCheckExecutionContext, storage: DiaryStorage, pricing: PlatformPricing
+) -> dg.AssetCheckResult:
     report = storage.store.read_table("cost_report", context.partition_key)
     total = float(report.filter(pl.col("user") == "(total)")["total_usd"].sum())
-    budget = PlatformPrices.load().daily_budget_usd
+    budget = pricing.prices().daily_budget_usd
     return dg.AssetCheckResult(
         passed=total <= budget,
         severity=dg.AssetCheckSeverity.WARN,

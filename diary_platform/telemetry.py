@@ -39,53 +39,58 @@ class _StepAttributes(SpanProcessor):
                 span.set_attribute(key, str(value))
 
 
-def configure(
-    span_exporter: SpanExporter | None = None,
-    metric_reader: MetricReader | None = None,
-    prometheus_port: int | None = None,
-) -> None:
-    """Install the providers once per process. Explicit exporters and port (tests) replace the environment's."""
+def tracer_provider(*exporters: SpanExporter) -> TracerProvider:
+    """A tracer provider that stamps step attributes on every span and sends spans to `exporters` as they end."""
+    provider = TracerProvider(resource=_resource())
+    provider.add_span_processor(_StepAttributes())
+    for exporter in exporters:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider
+
+
+def _resource() -> Resource:
+    return Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "diary-platform")})
+
+
+def configure() -> None:
+    """Install the global providers once per process, with the exporters the environment asks for."""
     global _configured
     with _lock:
         if _configured:
             return
-        resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "diary-platform")})
-        tracer_provider = TracerProvider(resource=resource)
-        tracer_provider.add_span_processor(_StepAttributes())
-        readers: list[MetricReader] = []
-        if span_exporter is not None:
-            tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
-        elif _otlp_endpoint("TRACES"):
+        traces = tracer_provider()
+        if _otlp_endpoint("TRACES"):
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            traces.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         elif os.environ.get("OTEL_TRACES_EXPORTER") == "console":
-            tracer_provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
-        if metric_reader is not None:
-            readers.append(metric_reader)
-        elif _otlp_endpoint("METRICS"):
+            traces.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+        readers: list[MetricReader] = []
+        if _otlp_endpoint("METRICS"):
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
             readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-        port = prometheus_port or int(os.environ.get("DIARY_PROMETHEUS_PORT") or 0)
+        port = int(os.environ.get("DIARY_PROMETHEUS_PORT") or 0)
         if port:
-            readers.extend(_prometheus(port))
-        trace.set_tracer_provider(tracer_provider)
-        metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+            readers.extend(prometheus_readers(port))
+        trace.set_tracer_provider(traces)
+        metrics.set_meter_provider(MeterProvider(resource=_resource(), metric_readers=readers))
         _configured = True
 
 
-def _prometheus(port: int) -> list[MetricReader]:
-    """Serve /metrics on 127.0.0.1:port; a port already taken (another process) costs only the endpoint."""
+def prometheus_readers(port: int, registry=None) -> list[MetricReader]:
+    """Serve /metrics on 127.0.0.1:port from `registry` (prometheus_client's default registry when None);
+    a port already taken (another process) costs only the endpoint."""
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
-    from prometheus_client import start_http_server
+    from prometheus_client import REGISTRY, start_http_server
 
+    registry = registry or REGISTRY
     try:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr="127.0.0.1", registry=registry)
     except OSError as error:
         logging.getLogger(__name__).warning("Prometheus endpoint on port %s not started: %s", port, error)
         return []
-    return [PrometheusMetricReader()]
+    return [PrometheusMetricReader(registry=registry)]
 
 
 def _otlp_endpoint(signal: str) -> bool:

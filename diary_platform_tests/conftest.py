@@ -2,14 +2,17 @@ import os
 import shutil
 import socket
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from diary_platform import telemetry
+from diary_platform.domain import instruments
 
 from diary_platform.evaluation import Reference, read_manifest
 from diary_platform.settings import Settings
@@ -51,14 +54,23 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def telemetry_exporters():
-    """OpenTelemetry for the whole session: in-memory spans and metrics, and the Prometheus endpoint."""
-    port = free_port()
+@dataclass
+class Telemetry:
+    spans: InMemorySpanExporter
+    metrics: InMemoryMetricReader
+    meter_provider: MeterProvider
+
+
+@pytest.fixture
+def telemetry_readers():
+    """This test's own in-memory span exporter and metric reader, bound to the platform's instruments."""
     spans = InMemorySpanExporter()
-    metrics = InMemoryMetricReader()
-    telemetry.configure(span_exporter=spans, metric_reader=metrics, prometheus_port=port)
-    return {"spans": spans, "metrics": metrics, "prometheus_port": port}
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    previous = instruments.use(instruments.Instruments.on(telemetry.tracer_provider(spans), meter_provider))
+    yield Telemetry(spans, reader, meter_provider)
+    instruments.use(previous)
+    meter_provider.shutdown()
 
 
 def unavailable(message: str) -> None:
@@ -106,9 +118,13 @@ def postgres_database():
     import psycopg2
 
     try:
+        socket.create_connection((POSTGRES["host"], POSTGRES["port"]), timeout=3).close()
+    except OSError as error:
+        unavailable(f"Postgres is not listening on 127.0.0.1:5432 ({error})")
+    try:
         admin = psycopg2.connect(dbname="postgres", connect_timeout=3, **POSTGRES)
     except psycopg2.OperationalError as error:
-        unavailable(f"Postgres is not reachable on 127.0.0.1:5432 ({error})")
+        pytest.fail(f"Postgres on 127.0.0.1:5432 refused user {POSTGRES['user']!r} ({error}); the tests need trust auth")
     admin.autocommit = True
     name = f"diary_{uuid.uuid4().hex[:12]}"
     with admin.cursor() as cursor:

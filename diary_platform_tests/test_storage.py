@@ -1,4 +1,4 @@
-"""Local tiered storage: atomic writes, a killed writer, content addressing, tiering by age, retention."""
+"""Local tiered storage: atomic writes, a killed writer, content addressing, tiering by age, retention, retried faults."""
 
 import hashlib
 import json
@@ -16,9 +16,11 @@ import pytest
 
 from diary_platform.assets.storage_tiers import TieringPolicyResource, storage_tiers
 from diary_platform.definitions import batch_assets, batch_checks
+from diary_platform.domain.landing import batch_files
 from diary_platform.domain.objects import LocalTieredStore, atomic_writer
 from diary_platform.domain.storage import ContentChanged, DataStore
 from diary_platform.domain.tiering import TieringPolicy, apply_tiering
+from diary_platform.io_manager import ParquetIOManager
 from diary_platform.resources import build_resources
 from diary_platform.runner import process_files
 
@@ -244,3 +246,40 @@ def test_a_dry_run_changes_nothing(tmp_path):
     outcome = apply_tiering(store, TieringPolicy(1, 2, 1), datetime.now(timezone.utc) + timedelta(days=5), dry_run=True)
     assert [m.to_tier for m in outcome.moves] == ["cold"] and outcome.deletions == []
     assert [o.tier for o in store.scan()] == ["hot"]
+
+
+FAILED_ONCE: set[str] = set()
+
+
+class FlakyIOManager(ParquetIOManager):
+    """Fails the first write of each asset once, as a storage hiccup (a 503 from GCS, a full queue) would."""
+
+    def handle_output(self, context, obj):
+        name = context.asset_key.to_user_string()
+        if name not in FAILED_ONCE:
+            FAILED_ONCE.add(name)
+            raise ConnectionError(f"storage unavailable while writing {name}")
+        super().handle_output(context, obj)
+
+
+def test_a_transient_storage_fault_is_retried_by_the_steps_retry_policy(settings):
+    resources = build_resources(settings)
+    resources["io_manager"] = FlakyIOManager(storage=resources["storage"])
+    FAILED_ONCE.clear()
+    storage = resources["storage"]
+    [manifest], _ = batch_files(
+        [EXAMPLES[0]], "alice", datetime.now(timezone.utc), storage.batches, storage.ledger, settings.batch_limits
+    )
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("batches", [manifest.key])
+        result = dg.materialize(
+            [*batch_assets, *batch_checks], partition_key=manifest.key, instance=instance, resources=resources
+        )
+        assert result.success
+        retried = [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+        assert sorted(retried) == ["diary_notes", "raw_audio", "transcripts", "validated_audio"]
+        materialized = [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()]
+        assert sorted(materialized) == ["diary_notes", "raw_audio", "transcripts", "validated_audio"]
+    notes = storage.store.read_table("diary_notes", manifest.key)
+    assert notes["status"].to_list() == ["ok"] and notes["markdown"][0].startswith("# ")
+    assert len(list(storage.store.objects.scan("audio/original/"))) == 1, "the retried ingest stored the original once"

@@ -3,19 +3,24 @@
 import urllib.request
 
 import dagster as dg
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+
+from diary_platform import telemetry
+from diary_platform.domain import instruments
 
 from diary_platform.definitions import batch_assets, batch_checks
 from diary_platform.resources import build_resources
 from diary_platform.sensors.landing_sensor import landing_sensor
-from diary_platform_tests.conftest import drop
+from diary_platform_tests.conftest import drop, free_port
 
 STEPS = ["raw_audio step", "validated_audio step", "transcripts step", "diary_notes step"]
 PER_RECORDING = {"ingest": "raw_audio step", "decode": "validated_audio step", "validate": "validated_audio step",
                  "transcribe": "transcripts step", "write_note": "diary_notes step"}
 
 
-def test_one_batch_gives_a_trace_from_the_sensor_tick_to_every_recording(settings, clips, telemetry_exporters):
-    exporter = telemetry_exporters["spans"]
+def test_one_batch_gives_a_trace_from_the_sensor_tick_to_every_recording(settings, clips, telemetry_readers):
+    exporter = telemetry_readers.spans
     for clip in clips[:2]:
         drop(settings.landing_dir, "alice", clip.path)
     resources = build_resources(settings)
@@ -64,28 +69,38 @@ def _metric_points(reader) -> dict[str, list]:
     return points
 
 
-def test_metrics_count_audio_recordings_speed_and_llm_use(settings, clips, telemetry_exporters):
+def test_metrics_count_audio_recordings_speed_and_llm_use(settings, clips, telemetry_readers):
     from diary_platform.runner import process_files
 
     with dg.instance_for_test() as instance:
-        process_files([clips[0].path], "alice", settings, instance)
-    points = _metric_points(telemetry_exporters["metrics"])
-    assert sum(p.value for p in points["diary.audio.seconds"]) > 3
+        [result] = process_files([clips[0].path], "alice", settings, instance).results
+    points = _metric_points(telemetry_readers.metrics)
+    assert sum(p.value for p in points["diary.audio.seconds"]) == pytest.approx(result.audio_seconds)
     stages = {(p.attributes["stage"], p.attributes["status"]) for p in points["diary.recordings"]}
-    assert {("ingest", "ok"), ("validate", "ok"), ("transcribe", "ok"), ("write_note", "ok")} <= stages
+    assert stages == {("ingest", "ok"), ("validate", "ok"), ("transcribe", "ok"), ("write_note", "ok")}
+    assert all(p.value == 1 for p in points["diary.recordings"]), "one recording, counted once per stage"
     assert sum(p.count for p in points["diary.transcription.speed"]) >= 1
     assert {p.attributes["direction"] for p in points["diary.llm.tokens"]} == {"input", "output"}
     assert "diary.llm.cost" in points
 
 
-def test_the_prometheus_endpoint_serves_the_platform_series(settings, clips, telemetry_exporters):
+def test_the_prometheus_endpoint_serves_the_platform_series(settings, clips, telemetry_readers):
+    from prometheus_client import CollectorRegistry
+
     from diary_platform.runner import process_files
 
-    with dg.instance_for_test() as instance:
-        process_files([clips[1].path], "alice", settings, instance)
-    port = telemetry_exporters["prometheus_port"]
+    port = free_port()
+    meter_provider = MeterProvider(metric_readers=telemetry.prometheus_readers(port, CollectorRegistry()))
+    previous = instruments.use(instruments.Instruments.on(meter_provider=meter_provider))
+    try:
+        with dg.instance_for_test() as instance:
+            process_files([clips[1].path], "alice", settings, instance)
+    finally:
+        instruments.use(previous)
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    meter_provider.shutdown()
     for series in ("diary_audio_seconds_total", "diary_recordings_total", "diary_transcription_speed",
                    "diary_llm_tokens_total"):
         assert series in body, series
-    assert 'stage="transcribe"' in body
+    transcribed = [line for line in body.splitlines() if line.startswith("diary_recordings_total{") and 'stage="transcribe"' in line]
+    assert len(transcribed) == 1 and transcribed[0].endswith(" 1.0"), transcribed

@@ -12,6 +12,7 @@ import wave
 from datetime import datetime, timezone
 from pathlib import Path
 
+import av
 import dagster as dg
 import numpy as np
 import polars as pl
@@ -19,7 +20,7 @@ import pytest
 
 from diary_platform.definitions import batch_assets, batch_checks
 from diary_platform.domain import stages
-from diary_platform.domain.audio import AudioRejected
+from diary_platform.domain.audio import AudioRejected, decode_to_wav
 from diary_platform.domain.landing import batch_files
 from diary_platform.domain.guards import GuardConfig, apply_guards, has_repetition_loop
 from diary_platform.domain.quarantine import list_quarantine
@@ -354,3 +355,78 @@ def test_the_quarantine_share_check_warns_when_most_of_a_batch_is_rejected(tmp_p
         assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
         assert evaluation.metadata["share"].value == 0.75
         assert all(r.note_markdown for r in report.results if r.status == "ok"), "a WARN does not stop the batch"
+
+
+def _encode(path: Path, container: str, codec: str, *, video: bool = False) -> Path:
+    """A small file made with PyAV's encoders: a tone in `codec`, or (video=True) frames and no audio at all."""
+    with av.open(str(path), "w", format=container) as output:
+        if video:
+            stream = output.add_stream(codec, rate=5)
+            stream.width, stream.height, stream.pix_fmt = 64, 64, "yuvj420p"
+            frames = [av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), dtype="uint8"), format="rgb24").reformat(format="yuvj420p")
+                      for _ in range(5)]
+        else:
+            stream = output.add_stream(codec, rate=16_000, layout="mono")
+            tone = (np.sin(np.arange(16_000) * 0.1) * 8000).astype("int16")
+            frames = []
+            for start in range(0, tone.size, 1600):
+                frame = av.AudioFrame.from_ndarray(tone[start : start + 1600].reshape(1, -1), format="s16", layout="mono")
+                frame.sample_rate = 16_000
+                frames.append(frame)
+        for index, frame in enumerate(frames):
+            frame.pts = index * (1600 if not video else 1)
+            output.mux(stream.encode(frame))
+        output.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "container", "codec", "video", "reason"),
+    [
+        ("adpcm.wav", "wav", "adpcm_ms", False, "unsupported_codec"),
+        ("speech.mkv", "matroska", "mp2", False, "unsupported_codec"),
+        ("clip.mkv", "matroska", "mjpeg", True, "no_audio_stream"),
+    ],
+)
+def test_an_allowed_container_with_a_refused_codec_or_no_audio_is_refused(tmp_path, name, container, codec, video, reason):
+    source = _encode(tmp_path / name, container, codec, video=video)
+    with DecodeSandbox() as sandbox:
+        with pytest.raises(AudioRejected) as rejected:
+            sandbox.decode(source, tmp_path / "out.wav")
+    assert rejected.value.reason == reason
+    assert not (tmp_path / "out.wav").exists() and not list(tmp_path.glob(".out.wav.*"))
+
+
+def test_a_decoder_writing_past_the_decoded_size_limit_is_stopped_by_the_kernel(tmp_path):
+    """RLIMIT_FSIZE is the backstop behind the count of decoded samples: with that count switched off in the real
+    worker, the kernel refuses the write past the limit and the recording is `too_long`, nothing half-written left."""
+    uncounted = tmp_path / "uncounted_worker.py"
+    uncounted.write_text(textwrap.dedent(
+        """
+        from diary_platform.domain import decode_worker
+
+        real = decode_worker.handle
+        decode_worker.handle = lambda request: real({**request, "max_seconds": 10 ** 9})
+        decode_worker.main()
+        """
+    ))
+    limits = SandboxLimits(max_decoded_seconds=1)
+    target = tmp_path / "out.wav"
+    with DecodeSandbox(limits, command=(sys.executable, str(uncounted))) as sandbox:
+        with pytest.raises(AudioRejected) as rejected:
+            sandbox.decode(BAD / "silence_6h.flac", target)
+        assert sandbox._worker.poll() is None, "the worker survives to decode the next recording"
+    assert rejected.value.reason == "too_long" and "grew past 2 MB" in rejected.value.message
+    assert not target.exists() and not list(tmp_path.glob(".out.wav.*"))
+
+
+def test_ffmpeg_may_open_local_files_only(tmp_path, monkeypatch):
+    """A name FFmpeg would read as a protocol URL (here `concat:`, which would splice other files in) is refused."""
+    shutil.copy(GOOD, tmp_path / "a.flac")
+    monkeypatch.chdir(tmp_path)
+    tricky = Path("concat:a.flac|a.flac")
+    tricky.write_bytes(b"RIFF" + os.urandom(256))
+    with pytest.raises(AudioRejected) as rejected:
+        decode_to_wav(tricky, tmp_path / "out.wav")
+    assert rejected.value.reason == "undecodable"
+    assert not (tmp_path / "out.wav").exists()

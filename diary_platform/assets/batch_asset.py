@@ -11,7 +11,7 @@ from pandera.errors import SchemaErrors
 from opentelemetry import context as otel_context
 
 from diary_platform import telemetry
-from diary_platform.domain.instruments import tracer
+from diary_platform.domain import instruments
 from diary_platform.partitions import batch_partitions
 from diary_platform.resources import DiaryStorage
 
@@ -42,7 +42,7 @@ def step_span(context: dg.AssetExecutionContext) -> Iterator[None]:
     parent = telemetry.step_context(context.run.run_id, context.partition_key, context.run.tags)
     token = otel_context.attach(parent)
     try:
-        with tracer.start_as_current_span(f"{context.asset_key.to_user_string()} step"):
+        with instruments.current().tracer.start_as_current_span(f"{context.asset_key.to_user_string()} step"):
             yield
     finally:
         otel_context.detach(token)

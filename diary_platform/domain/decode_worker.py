@@ -6,8 +6,10 @@ stdout: whatever a library prints lands on stderr.
     python -m diary_platform.domain.decode_worker
 """
 
+import errno
 import json
 import os
+import resource
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -23,6 +25,11 @@ def handle(request: dict) -> dict:
         info = decode_to_wav(source, target, max_seconds=request["max_seconds"], on_pcm=meter.feed)
     except AudioRejected as rejected:
         return {"ok": False, "reason": rejected.reason, "message": rejected.message}
+    except OSError as error:
+        if error.errno != errno.EFBIG:
+            raise
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        return {"ok": False, "reason": "too_long", "message": f"The decoded audio grew past {limit / 1e6:.0f} MB and was stopped."}
     measurements = assess(meter, speech_ratio(target), info.source_sample_rate, info.partial)
     return {"ok": True, "info": asdict(info), "partial": info.partial, "measurements": asdict(measurements)}
 

@@ -1,24 +1,64 @@
 """Spans and metrics the domain code records, through the OpenTelemetry API only.
 
-Nothing is exported until `diary_platform.telemetry.configure` installs providers; until then every
-call here is a cheap no-op.
+`current()` is bound to the global providers, so nothing is exported until
+`diary_platform.telemetry.configure` installs them (until then every call is a cheap no-op). A caller
+that wants its own providers (a test with in-memory exporters) binds them with `use()`.
 """
+
+from dataclasses import dataclass
 
 from opentelemetry import metrics, trace
 
 RUN_ID = "dagster.run_id"
 BATCH = "diary.batch"
+SCOPE = "diary_platform"
 
-tracer = trace.get_tracer("diary_platform")
-meter = metrics.get_meter("diary_platform")
-audio_seconds = meter.create_counter("diary.audio.seconds", unit="s", description="Audio transcribed")
-recordings = meter.create_counter("diary.recordings", description="Recordings by stage and status")
-transcription_speed = meter.create_histogram(
-    "diary.transcription.speed", unit="1", description="Audio seconds per transcription second"
-)
-llm_tokens = meter.create_counter("diary.llm.tokens", description="Language-model tokens by provider, model and direction")
-llm_cost = meter.create_counter("diary.llm.cost", unit="USD", description="Language-model spend")
-llm_fallbacks = meter.create_counter("diary.llm.fallbacks", description="Notes not written by the first provider tried")
+
+@dataclass(frozen=True)
+class Instruments:
+    tracer: trace.Tracer
+    audio_seconds: metrics.Counter
+    recordings: metrics.Counter
+    transcription_speed: metrics.Histogram
+    llm_tokens: metrics.Counter
+    llm_cost: metrics.Counter
+    llm_fallbacks: metrics.Counter
+
+    @classmethod
+    def on(
+        cls, tracer_provider: trace.TracerProvider | None = None, meter_provider: metrics.MeterProvider | None = None
+    ) -> "Instruments":
+        """Instruments on these providers; the global ones when not given."""
+        meter = metrics.get_meter(SCOPE, meter_provider=meter_provider)
+        return cls(
+            tracer=trace.get_tracer(SCOPE, tracer_provider=tracer_provider),
+            audio_seconds=meter.create_counter("diary.audio.seconds", unit="s", description="Audio transcribed"),
+            recordings=meter.create_counter("diary.recordings", description="Recordings by stage and status"),
+            transcription_speed=meter.create_histogram(
+                "diary.transcription.speed", unit="1", description="Audio seconds per transcription second"
+            ),
+            llm_tokens=meter.create_counter(
+                "diary.llm.tokens", description="Language-model tokens by provider, model and direction"
+            ),
+            llm_cost=meter.create_counter("diary.llm.cost", unit="USD", description="Language-model spend"),
+            llm_fallbacks=meter.create_counter(
+                "diary.llm.fallbacks", description="Notes not written by the first provider tried"
+            ),
+        )
+
+
+_current = Instruments.on()
+
+
+def current() -> Instruments:
+    return _current
+
+
+def use(instruments: Instruments) -> Instruments:
+    """Record through `instruments` from now on; returns the ones in use before, to restore them."""
+    global _current
+    previous, _current = _current, instruments
+    return previous
 
 
 def recording_attributes(row: dict) -> dict:

@@ -53,7 +53,6 @@ def _limit_child(limits: SandboxLimits):
         resource.setrlimit(resource.RLIMIT_AS, (limits.max_memory_bytes, limits.max_memory_bytes))
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.max_decoded_bytes, limits.max_decoded_bytes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
 
     return apply
 
@@ -133,10 +132,6 @@ class DecodeSandbox:
                 "decode_timeout", f"Decoding took longer than {self.limits.max_wall_seconds:g} s and was stopped."
             )
         code = worker.returncode
-        if code == -signal.SIGXFSZ:
-            return AudioRejected(
-                "too_long", f"The decoded audio grew past {self.limits.max_decoded_bytes / 1e6:.0f} MB and was stopped."
-            )
         how = signal.Signals(-code).name if code < 0 else f"exit status {code}"
         return AudioRejected(
             "decoder_crashed", f"The decoder crashed on this file ({how}); the rest of the batch went on."

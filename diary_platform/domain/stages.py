@@ -16,16 +16,8 @@ from diary_platform.domain import audio, subtitles
 from diary_platform.domain.batches import BatchManifest
 from diary_platform.domain.guards import GuardConfig, apply_guards
 from diary_platform.domain.hashing import recording_id_for
-from diary_platform.domain.instruments import (
-    audio_seconds,
-    llm_cost,
-    llm_fallbacks,
-    llm_tokens,
-    recording_attributes,
-    recordings,
-    tracer,
-    transcription_speed,
-)
+from diary_platform.domain import instruments
+from diary_platform.domain.instruments import recording_attributes
 from diary_platform.domain.notes import Note, NoteRequest, NoteWriter
 from diary_platform.domain.schemas import (
     DIARY_NOTES,
@@ -70,10 +62,10 @@ def ingest(manifest: BatchManifest, store: DataStore) -> pl.DataFrame:
             "original_uri": None,
             "size_bytes": item.size,
         }
-        with tracer.start_as_current_span("ingest", attributes=recording_attributes(row)) as span:
+        with instruments.current().tracer.start_as_current_span("ingest", attributes=recording_attributes(row)) as span:
             row = _copy_original(row, source, item.content_sha256, store)
             span.set_attribute("diary.status", row["status"])
-        recordings.add(1, {"stage": "ingest", "status": row["status"]})
+        instruments.current().recordings.add(1, {"stage": "ingest", "status": row["status"]})
         rows.append(row)
     return table(RAW_AUDIO, rows)
 
@@ -113,10 +105,10 @@ def validate(raw: pl.DataFrame, store: DataStore, sandboxes: SandboxPool) -> pl.
         out = {**blank_row(VALIDATED_AUDIO), **_identity(row), "original_uri": row["original_uri"]}
         if row["recording_id"] in outcomes:
             outcome, started_ns, ended_ns = outcomes[row["recording_id"]]
-            decode_span = tracer.start_span("decode", start_time=started_ns, attributes=recording_attributes(row))
+            decode_span = instruments.current().tracer.start_span("decode", start_time=started_ns, attributes=recording_attributes(row))
             decode_span.end(end_time=ended_ns)
             out["decode_seconds"] = (ended_ns - started_ns) / 1e9
-            with tracer.start_as_current_span("validate", attributes=recording_attributes(row)) as span:
+            with instruments.current().tracer.start_as_current_span("validate", attributes=recording_attributes(row)) as span:
                 if isinstance(outcome, audio.AudioRejected):
                     out.update(_quarantine(row, outcome.reason, outcome.message))
                 else:
@@ -124,7 +116,7 @@ def validate(raw: pl.DataFrame, store: DataStore, sandboxes: SandboxPool) -> pl.
                 span.set_attributes({"diary.status": out["status"], "diary.audio_seconds": out["duration_seconds"] or 0.0})
                 if out["reason"]:
                     span.set_attribute("diary.reason", out["reason"])
-            recordings.add(1, {"stage": "validate", "status": out["status"]})
+            instruments.current().recordings.add(1, {"stage": "validate", "status": out["status"]})
         validated.append(out)
     return table(VALIDATED_AUDIO, validated)
 
@@ -171,7 +163,7 @@ def transcribe(
         if row["status"] != STATUS_OK:
             rows.append(out)
             continue
-        with tracer.start_as_current_span("transcribe", attributes=recording_attributes(row)) as span:
+        with instruments.current().tracer.start_as_current_span("transcribe", attributes=recording_attributes(row)) as span:
             if not row["speech_ratio"]:
                 result = Transcript("", "", 0.0, [], row["duration_seconds"], 0.0)
             else:
@@ -181,10 +173,10 @@ def transcribe(
                 {"diary.audio_seconds": result.audio_seconds, "diary.model": transcriber.model_identity,
                  "diary.processing_seconds": result.processing_seconds}
             )
-        audio_seconds.add(result.audio_seconds, {"model": transcriber.model_identity})
-        recordings.add(1, {"stage": "transcribe", "status": STATUS_OK})
+        instruments.current().audio_seconds.add(result.audio_seconds, {"model": transcriber.model_identity})
+        instruments.current().recordings.add(1, {"stage": "transcribe", "status": STATUS_OK})
         if result.processing_seconds > 0:
-            transcription_speed.record(result.audio_seconds / result.processing_seconds, {"model": transcriber.model_identity})
+            instruments.current().transcription_speed.record(result.audio_seconds / result.processing_seconds, {"model": transcriber.model_identity})
         kept, dropped = apply_guards(result.segments, guards)
         result = replace(result, segments=kept, text=" ".join(s.text for s in kept if s.text).strip())
         uris = {}
@@ -230,7 +222,7 @@ def write_notes(transcripts: pl.DataFrame, writer: NoteWriter, store: DataStore)
             segments=row["segments"],
         )
         started = time.perf_counter()
-        with tracer.start_as_current_span("write_note", attributes=recording_attributes(row)) as span:
+        with instruments.current().tracer.start_as_current_span("write_note", attributes=recording_attributes(row)) as span:
             note = writer.write(request)
             span.set_attributes(
                 {"diary.provider": note.provider, "diary.model": note.model, "diary.input_tokens": note.input_tokens,
@@ -268,9 +260,9 @@ def write_notes(transcripts: pl.DataFrame, writer: NoteWriter, store: DataStore)
 
 def _count_note(note: Note) -> None:
     labels = {"provider": note.provider, "model": note.model}
-    recordings.add(1, {"stage": "write_note", "status": STATUS_OK})
-    llm_tokens.add(note.input_tokens, {**labels, "direction": "input"})
-    llm_tokens.add(note.output_tokens, {**labels, "direction": "output"})
-    llm_cost.add(note.cost_usd, labels)
+    instruments.current().recordings.add(1, {"stage": "write_note", "status": STATUS_OK})
+    instruments.current().llm_tokens.add(note.input_tokens, {**labels, "direction": "input"})
+    instruments.current().llm_tokens.add(note.output_tokens, {**labels, "direction": "output"})
+    instruments.current().llm_cost.add(note.cost_usd, labels)
     if len(note.fallback_path) > 1:
-        llm_fallbacks.add(1, labels)
+        instruments.current().llm_fallbacks.add(1, labels)

@@ -3,7 +3,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from diary_platform import telemetry
-from diary_platform.domain.instruments import tracer
+from diary_platform.domain import instruments
 from diary_platform.domain.landing import LandingCursor
 from diary_platform.jobs import process_batch
 from diary_platform.partitions import BATCHES, batch_partitions
@@ -19,7 +19,7 @@ from diary_platform.resources import DiaryStorage, LandingFolder
 def landing_sensor(context: dg.SensorEvaluationContext, storage: DiaryStorage, landing: LandingFolder):
     telemetry.configure()
     scanner = landing.scanner(storage, lambda key: context.instance.has_dynamic_partition(BATCHES, key))
-    with tracer.start_as_current_span("landing_sensor tick") as span:
+    with instruments.current().tracer.start_as_current_span("landing_sensor tick") as span:
         tick = scanner.tick(LandingCursor.from_json(context.cursor), datetime.now(timezone.utc))
         keys = [batch.key for batch in tick.batches]
         span.set_attributes({"diary.files_scanned": tick.files_scanned, "diary.batches": len(keys)})

@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from diary_platform.domain.objects import GcsStore, LocalTieredStore  # noqa: E402
-from diary_platform.domain.tiering import TieringPolicy, apply_tiering  # noqa: E402
+from diary_platform.domain.store.objects import GcsStore, LocalTieredStore  # noqa: E402
+from diary_platform.domain.store.tiering import TieringPolicy, apply_tiering  # noqa: E402
 
 SIZE = 16 * 1024
 

@@ -105,7 +105,7 @@ def quarantine_list(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per recording."),
 ) -> None:
     """Recordings whose latest attempt was rejected, with the reason and a message a person understands."""
-    from diary_platform.domain.quarantine import list_quarantine
+    from diary_platform.domain.ingest.quarantine import list_quarantine
 
     recordings = list_quarantine(Settings.from_env().data_store(), set(reason or ()))
     out = Console(soft_wrap=True)

@@ -9,22 +9,23 @@ from urllib.parse import urlparse
 import dagster as dg
 from dagster_gcp import GCSResource
 
-from diary_platform.domain.batches import BatchStore
+from diary_platform.domain.ingest.batches import BatchStore
 from diary_platform.domain.costs import PlatformPrices
-from diary_platform.domain.guards import GuardConfig
-from diary_platform.domain.landing import BatchLimits, LandingScanner
-from diary_platform.domain.ledger import Ledger
-from diary_platform.domain.notes import LocalNoteWriter, NoteWriter
-from diary_platform.domain.router import NoteRouter, RouterConfig
-from diary_platform.domain.sandbox import SandboxLimits, SandboxPool
-from diary_platform.domain.storage import DataStore
-from diary_platform.domain.transcription import Transcriber, TranscriberConfig
+from diary_platform.domain.speech.guards import GuardConfig
+from diary_platform.domain.ingest.landing import BatchLimits, LandingScanner
+from diary_platform.domain.ingest.claims import Claims
+from diary_platform.domain.notes.local import LocalNoteWriter
+from diary_platform.domain.notes.note import NoteWriter
+from diary_platform.domain.notes.router import NoteRouter, RouterConfig
+from diary_platform.domain.audio.sandbox import SandboxLimits, SandboxPool
+from diary_platform.domain.store.layout import DataStore
+from diary_platform.domain.speech.transcription import Transcriber, TranscriberConfig
 from diary_platform.settings import Settings
 
 
 class DiaryStorage(dg.ConfigurableResource):
     """Objects (originals, normalised audio, tables, transcript files, notes) in the data folder's tiers or
-    under a gs:// prefix; manifests and the ledger in the data folder."""
+    under a gs:// prefix; manifests and the claims in the data folder."""
 
     data_dir: str
     storage_uri: str = ""
@@ -47,8 +48,8 @@ class DiaryStorage(dg.ConfigurableResource):
         return BatchStore(self.store.batches_root)
 
     @property
-    def ledger(self) -> Ledger:
-        return Ledger(self.store.ledger_root)
+    def claims(self) -> Claims:
+        return Claims(self.store.claims_root)
 
 
 @lru_cache(maxsize=8)
@@ -140,7 +141,7 @@ class LandingFolder(dg.ConfigurableResource):
         limits = BatchLimits(
             max_files=self.max_files, max_bytes=self.max_bytes, max_wait_seconds=self.max_wait_seconds
         )
-        return LandingScanner(Path(self.landing_dir), storage.batches, storage.ledger, limits, is_emitted)
+        return LandingScanner(Path(self.landing_dir), storage.batches, storage.claims, limits, is_emitted)
 
 
 def build_resources(settings: Settings) -> dict[str, object]:

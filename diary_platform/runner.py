@@ -10,9 +10,9 @@ from urllib.parse import unquote, urlparse
 import dagster as dg
 
 from diary_platform.definitions import batch_assets, batch_checks
-from diary_platform.domain.landing import batch_files
-from diary_platform.domain.quarantine import list_quarantine, redrive_manifest
-from diary_platform.domain.storage import DataStore
+from diary_platform.domain.ingest.landing import batch_files
+from diary_platform.domain.ingest.quarantine import list_quarantine, redrive_manifest
+from diary_platform.domain.store.layout import DataStore
 from diary_platform.partitions import BATCHES
 from diary_platform.resources import build_resources
 from diary_platform.settings import Settings
@@ -155,7 +155,7 @@ def process_files(
     resources = build_resources(settings)
     storage = resources["storage"]
     manifests, known = batch_files(
-        files, user, datetime.now(timezone.utc), storage.batches, storage.ledger, settings.batch_limits
+        files, user, datetime.now(timezone.utc), storage.batches, storage.claims, settings.batch_limits
     )
     results: list[RecordingResult] = []
     on_done(len(known))

@@ -7,13 +7,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from diary_platform.domain.audio import DEFAULT_MAX_DECODED_SECONDS
-from diary_platform.domain.guards import GuardConfig
-from diary_platform.domain.landing import BatchLimits
-from diary_platform.domain.sandbox import SandboxLimits
-from diary_platform.domain.storage import DataStore
-from diary_platform.domain.tiering import TieringPolicy
-from diary_platform.domain.transcription import TranscriberConfig
+from diary_platform.domain.audio.decode import DEFAULT_MAX_DECODED_SECONDS
+from diary_platform.domain.speech.guards import GuardConfig
+from diary_platform.domain.ingest.landing import BatchLimits
+from diary_platform.domain.audio.sandbox import SandboxLimits
+from diary_platform.domain.store.layout import DataStore
+from diary_platform.domain.store.tiering import TieringPolicy
+from diary_platform.domain.speech.transcription import TranscriberConfig
 
 
 def _env(name: str, default: str) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from faster_whisper.audio import decode_audio
 
-from diary_platform.domain.audio import AudioRejected, decode_to_wav, read_wav
+from diary_platform.domain.audio.decode import AudioRejected, decode_to_wav, read_wav
 from diary_platform_tests.conftest import DATA
 
 

@@ -12,8 +12,8 @@ from pandera.errors import SchemaError
 
 from diary_platform.definitions import defs
 from diary_platform.domain import schemas
-from diary_platform.domain.guards import GuardConfig
-from diary_platform.domain.transcription import TranscriberConfig, code_version
+from diary_platform.domain.speech.guards import GuardConfig
+from diary_platform.domain.speech.transcription import TranscriberConfig, code_version
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,7 @@ import pytest
 
 from diary_platform.assets.storage_tiers import storage_tiers
 from diary_platform.definitions import batch_assets, batch_checks
-from diary_platform.domain.objects import GcsStore
+from diary_platform.domain.store.objects import GcsStore
 from diary_platform.resources import build_resources
 from diary_platform.runner import process_files
 from diary_platform_tests.test_storage import EXAMPLES, kill_writer_halfway

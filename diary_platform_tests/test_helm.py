@@ -153,7 +153,7 @@ def test_the_chart_passes_helm_lint_strict(helm, values):
 
 @pytest.mark.parametrize("production", [False, True], ids=["defaults", "production"])
 def test_every_rendered_manifest_is_valid_kubernetes(helm, kv, production):
-    from diary_platform.domain.router import RouterConfig
+    from diary_platform.domain.notes.router import RouterConfig
 
     docs = render(helm, *(PRODUCTION if production else []))
     for doc in docs:

@@ -82,7 +82,7 @@ def test_the_k8s_environment_selects_the_k8s_job_executor_and_gpu_defaults(k8s_s
 def test_a_model_named_in_both_images_gives_one_code_version(monkeypatch):
     """The code server (CPU image, no model on disk) and the GPU step (model in its Hugging Face cache)
     must compute the same transcripts code_version: a model given by name is identified by its name."""
-    from diary_platform.domain.transcription import code_version
+    from diary_platform.domain.speech.transcription import code_version
     from diary_platform.settings import Settings
 
     for name, value in {**K8S_ENV, "DIARY_MODEL": "large-v3-turbo"}.items():

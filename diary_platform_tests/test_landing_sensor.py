@@ -8,10 +8,10 @@ import dagster as dg
 import pytest
 
 from diary_platform.domain import stages
-from diary_platform.domain.batches import BatchStore
-from diary_platform.domain.landing import BatchLimits, LandingCursor, LandingScanner
-from diary_platform.domain.ledger import Ledger
-from diary_platform.domain.storage import DataStore
+from diary_platform.domain.ingest.batches import BatchStore
+from diary_platform.domain.ingest.landing import BatchLimits, LandingCursor, LandingScanner
+from diary_platform.domain.ingest.claims import Claims
+from diary_platform.domain.store.layout import DataStore
 from diary_platform.resources import build_resources
 from diary_platform.sensors.landing_sensor import landing_sensor
 
@@ -25,8 +25,8 @@ class Landing:
         self.root = root / "landing"
         self.root.mkdir()
         self.store = BatchStore(root / "batches")
-        self.ledger = Ledger(root / "ledger")
-        self.scanner = LandingScanner(self.root, self.store, self.ledger, BatchLimits(**limits))
+        self.claims = Claims(root / "claims")
+        self.scanner = LandingScanner(self.root, self.store, self.claims, BatchLimits(**limits))
         self.cursor = LandingCursor()
         self.now = T0
 
@@ -78,7 +78,7 @@ def test_a_file_seen_once_is_never_taken_again(landing):
     fresh = Landing.__new__(Landing)
     fresh.__dict__.update(landing.__dict__, cursor=LandingCursor())
     fresh.tick()
-    assert fresh.taken(fresh.tick()) == [], "the ledger remembers even when the cursor is lost"
+    assert fresh.taken(fresh.tick()) == [], "the claims remembers even when the cursor is lost"
 
 
 def test_the_same_content_under_two_names_is_ingested_once(landing):

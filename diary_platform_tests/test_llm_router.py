@@ -10,10 +10,10 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from diary_platform.domain.breakers import FileBreakerStorage
-from diary_platform.domain.notes import NoteRequest
-from diary_platform.domain.providers import ProviderSpec
-from diary_platform.domain.router import NoteRouter, RouterConfig
+from diary_platform.domain.notes.breakers import FileBreakerStorage
+from diary_platform.domain.notes.note import NoteRequest
+from diary_platform.domain.notes.providers import ProviderSpec
+from diary_platform.domain.notes.router import NoteRouter, RouterConfig
 from diary_platform.runner import process_files
 from diary_platform_tests.fake_llm import ANTHROPIC, OPENAI, FakeLLM
 

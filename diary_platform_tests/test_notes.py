@@ -5,8 +5,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from diary_platform.domain.note_draft import DraftRejected, check_draft
-from diary_platform.domain.notes import LocalNoteWriter, NoteRequest
+from diary_platform.domain.notes.draft import DraftRejected, check_draft
+from diary_platform.domain.notes.local import LocalNoteWriter
+from diary_platform.domain.notes.note import NoteRequest
 
 WHEN = datetime(2026, 11, 26, 18, 30, tzinfo=timezone.utc)
 

@@ -9,8 +9,8 @@ import pytest
 
 from diary_platform.definitions import batch_assets, batch_checks
 from diary_platform.domain.schemas import SCHEMAS
-from diary_platform.domain.storage import DataStore
-from diary_platform.domain.transcription import load_model
+from diary_platform.domain.store.layout import DataStore
+from diary_platform.domain.speech.transcription import load_model
 from diary_platform.evaluation import word_error_rate
 from diary_platform.resources import build_resources
 from diary_platform.sensors.landing_sensor import landing_sensor

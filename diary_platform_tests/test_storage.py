@@ -16,10 +16,10 @@ import pytest
 
 from diary_platform.assets.storage_tiers import TieringPolicyResource, storage_tiers
 from diary_platform.definitions import batch_assets, batch_checks
-from diary_platform.domain.landing import batch_files
-from diary_platform.domain.objects import LocalTieredStore, atomic_writer
-from diary_platform.domain.storage import ContentChanged, DataStore
-from diary_platform.domain.tiering import TieringPolicy, apply_tiering
+from diary_platform.domain.ingest.landing import batch_files
+from diary_platform.domain.store.objects import LocalTieredStore, atomic_writer
+from diary_platform.domain.store.layout import ContentChanged, DataStore
+from diary_platform.domain.store.tiering import TieringPolicy, apply_tiering
 from diary_platform.io_manager import ParquetIOManager
 from diary_platform.resources import build_resources
 from diary_platform.runner import process_files
@@ -30,7 +30,7 @@ EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*") if p.suffix in {".fl
 # A child process that streams an object through the store and stops (for ever) after half of it.
 HALF_WRITER = """
 import sys, time
-from diary_platform.domain.storage import DataStore
+from diary_platform.domain.store.layout import DataStore
 store = DataStore.open(sys.argv[1], sys.argv[2])
 payload = b"new " * (int(sys.argv[4]) // 4)
 with store.objects.writer(sys.argv[3]) as handle:
@@ -268,7 +268,7 @@ def test_a_transient_storage_fault_is_retried_by_the_steps_retry_policy(settings
     FAILED_ONCE.clear()
     storage = resources["storage"]
     [manifest], _ = batch_files(
-        [EXAMPLES[0]], "alice", datetime.now(timezone.utc), storage.batches, storage.ledger, settings.batch_limits
+        [EXAMPLES[0]], "alice", datetime.now(timezone.utc), storage.batches, storage.claims, settings.batch_limits
     )
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("batches", [manifest.key])

@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from diary_platform.domain.landing import batch_files
+from diary_platform.domain.ingest.landing import batch_files
 from diary_platform.resources import build_resources
 from diary_platform_tests.conftest import free_port, unavailable
 
@@ -55,7 +55,7 @@ def webserver(tmp_path, clips):
         settings = Settings.from_env()
         storage = build_resources(settings)["storage"]
         [manifest], _ = batch_files(
-            [c.path for c in clips[:2]], "alice", datetime.now(timezone.utc), storage.batches, storage.ledger,
+            [c.path for c in clips[:2]], "alice", datetime.now(timezone.utc), storage.batches, storage.claims,
             settings.batch_limits,
         )
         with dg.DagsterInstance.get() as instance:

@@ -20,14 +20,14 @@ import pytest
 
 from diary_platform.definitions import batch_assets, batch_checks
 from diary_platform.domain import stages
-from diary_platform.domain.audio import AudioRejected, decode_to_wav
-from diary_platform.domain.landing import batch_files
-from diary_platform.domain.guards import GuardConfig, apply_guards, has_repetition_loop
-from diary_platform.domain.quarantine import list_quarantine
-from diary_platform.domain.sandbox import DecodeSandbox, SandboxLimits, SandboxPool
+from diary_platform.domain.audio.decode import AudioRejected, decode_to_wav
+from diary_platform.domain.ingest.landing import batch_files
+from diary_platform.domain.speech.guards import GuardConfig, apply_guards, has_repetition_loop
+from diary_platform.domain.ingest.quarantine import list_quarantine
+from diary_platform.domain.audio.sandbox import DecodeSandbox, SandboxLimits, SandboxPool
 from diary_platform.domain.schemas import RAW_AUDIO, table
-from diary_platform.domain.storage import DataStore
-from diary_platform.domain.transcription import Segment
+from diary_platform.domain.store.layout import DataStore
+from diary_platform.domain.speech.transcription import Segment
 from diary_platform.io_manager import ParquetIOManager
 from diary_platform.resources import build_resources
 from diary_platform.runner import process_files, redrive
@@ -211,8 +211,8 @@ def test_the_six_hour_file_is_rejected_early_with_little_memory(tmp_path):
         f"""
         import json
         from pathlib import Path
-        from diary_platform.domain.audio import AudioRejected
-        from diary_platform.domain.sandbox import DecodeSandbox
+        from diary_platform.domain.audio.decode import AudioRejected
+        from diary_platform.domain.audio.sandbox import DecodeSandbox
         from diary_platform_tests.test_untrusted_audio import _peak_rss_mb
         target = Path({str(tmp_path / "out.wav")!r})
         with DecodeSandbox() as sandbox:
@@ -324,7 +324,7 @@ def test_the_schema_check_blocks_downstream_of_a_broken_stored_table(tmp_path, m
     resources = {**build_resources(settings), "io_manager": CorruptingIOManager(storage=build_resources(settings)["storage"])}
     storage = resources["storage"]
     [manifest], _ = batch_files(
-        [GOOD], "alice", datetime.now(timezone.utc), storage.batches, storage.ledger, settings.batch_limits
+        [GOOD], "alice", datetime.now(timezone.utc), storage.batches, storage.claims, settings.batch_limits
     )
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("batches", [manifest.key])

@@ -1,9 +1,9 @@
 import dagster as dg
 import polars as pl
 
-from diary_platform.domain.batches import batch_time
+from diary_platform.domain.ingest.batches import batch_time
 from diary_platform.domain.costs import cost_report as build_cost_report, to_markdown
-from diary_platform.domain.spend import load_prices
+from diary_platform.domain.notes.spend import load_prices
 from diary_platform.assets.batch_asset import NETWORK_RETRY
 from diary_platform.partitions import daily_partitions
 from diary_platform.resources import DiaryStorage, PlatformPricing, WhisperTranscriber

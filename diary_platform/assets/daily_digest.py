@@ -3,8 +3,8 @@ from datetime import date, datetime, timedelta, timezone
 import dagster as dg
 import polars as pl
 
-from diary_platform.domain.batches import batch_time
-from diary_platform.domain.digest import write_digests
+from diary_platform.domain.ingest.batches import batch_time
+from diary_platform.domain.notes.digest import write_digests
 from diary_platform.domain.schemas import STATUS_OK
 from diary_platform.assets.batch_asset import NETWORK_RETRY
 from diary_platform.partitions import daily_partitions

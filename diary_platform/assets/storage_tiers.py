@@ -6,8 +6,8 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from diary_platform.domain.storage import asset_of
-from diary_platform.domain.tiering import TieringPolicy, apply_tiering, storage_report
+from diary_platform.domain.store.layout import asset_of
+from diary_platform.domain.store.tiering import TieringPolicy, apply_tiering, storage_report
 from diary_platform.resources import DiaryStorage
 from diary_platform.k8s import step_tags
 

@@ -6,7 +6,7 @@ import polars as pl
 from diary_platform.assets.batch_asset import batch_asset, batch_metadata, step_span, schema_check, stored_table
 from diary_platform.domain import stages
 from diary_platform.domain.schemas import TRANSCRIPTS
-from diary_platform.domain.transcription import code_version
+from diary_platform.domain.speech.transcription import code_version
 from diary_platform.resources import DiaryStorage, TranscriptGuards, WhisperTranscriber
 from diary_platform.partitions import batch_partitions
 from diary_platform.settings import Settings

@@ -13,7 +13,7 @@ from importlib import resources
 import polars as pl
 import yaml
 
-from diary_platform.domain.spend import call_cost
+from diary_platform.domain.notes.spend import call_cost
 
 GB = 1024**3
 DAYS_PER_MONTH = 30

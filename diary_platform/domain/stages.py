@@ -12,13 +12,14 @@ from pathlib import Path
 
 import polars as pl
 
-from diary_platform.domain import audio, subtitles
-from diary_platform.domain.batches import BatchManifest
-from diary_platform.domain.guards import GuardConfig, apply_guards
-from diary_platform.domain.hashing import recording_id_for
+from diary_platform.domain.audio import decode as audio
+from diary_platform.domain.speech import subtitles
+from diary_platform.domain.ingest.batches import BatchManifest
+from diary_platform.domain.speech.guards import GuardConfig, apply_guards
+from diary_platform.domain.store.hashing import recording_id_for
 from diary_platform.domain import instruments
 from diary_platform.domain.instruments import recording_attributes
-from diary_platform.domain.notes import Note, NoteRequest, NoteWriter
+from diary_platform.domain.notes.note import Note, NoteRequest, NoteWriter
 from diary_platform.domain.schemas import (
     DIARY_NOTES,
     IDENTITY_COLUMNS,
@@ -31,9 +32,9 @@ from diary_platform.domain.schemas import (
     blank_row,
     table,
 )
-from diary_platform.domain.storage import ContentChanged, DataStore
-from diary_platform.domain.sandbox import DecodeResult, SandboxPool
-from diary_platform.domain.transcription import Transcriber, Transcript
+from diary_platform.domain.store.layout import ContentChanged, DataStore
+from diary_platform.domain.audio.sandbox import DecodeResult, SandboxPool
+from diary_platform.domain.speech.transcription import Transcriber, Transcript
 
 def _identity(row: dict) -> dict:
     return {column: row[column] for column in IDENTITY_COLUMNS}

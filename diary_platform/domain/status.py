@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from diary_platform.domain.storage import DataStore
+from diary_platform.domain.store.layout import DataStore
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ import dagster as dg
 
 from diary_platform import telemetry
 from diary_platform.domain import instruments
-from diary_platform.domain.landing import LandingCursor
+from diary_platform.domain.ingest.landing import LandingCursor
 from diary_platform.jobs import process_batch
 from diary_platform.partitions import BATCHES, batch_partitions
 from diary_platform.resources import DiaryStorage, LandingFolder

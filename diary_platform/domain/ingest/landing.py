@@ -4,7 +4,7 @@ One `tick` (called by the Dagster sensor, or by tests directly):
 1. re-emits manifests written by an earlier tick that died before its result was committed;
 2. looks at no more than `max_files_scanned` landing entries, resuming where the last tick stopped;
 3. takes a file only when its size and mtime are unchanged since it was last seen (no half-written
-   uploads) and the ledger has not seen it (never the same file twice);
+   uploads) and the claims has not seen it (never the same file twice);
 4. hashes stable files within a byte budget and drops content that was ingested before;
 5. closes batches when full (files or bytes) or when their oldest file has waited long enough.
 
@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from diary_platform.domain.batches import BatchItem, BatchManifest, BatchStore, new_batch_key
-from diary_platform.domain.hashing import sha256_file
-from diary_platform.domain.ledger import LandingFileKey, Ledger
+from diary_platform.domain.ingest.batches import BatchItem, BatchManifest, BatchStore, new_batch_key
+from diary_platform.domain.store.hashing import sha256_file
+from diary_platform.domain.ingest.claims import LandingFileKey, Claims
 
 DEFAULT_USER = "default"
 
@@ -100,13 +100,13 @@ def commit_batch(
     items: list[BatchItem],
     now: datetime,
     batch_store: BatchStore,
-    ledger: Ledger,
+    claims: Claims,
     file_keys: dict[str, LandingFileKey] | None = None,
 ) -> BatchManifest | None:
     """Write the manifest first (the write-ahead log), then claim contents; lost claims drop items."""
     manifest = BatchManifest(new_batch_key(now, tuple(items)), now.isoformat(), tuple(items))
     batch_store.write(manifest)
-    kept = [i for i in items if _claim(i, manifest.key, ledger, file_keys)]
+    kept = [i for i in items if _claim(i, manifest.key, claims, file_keys)]
     if len(kept) != len(items):
         if not kept:
             batch_store.path(manifest.key).unlink()
@@ -117,12 +117,12 @@ def commit_batch(
 
 
 def _claim(
-    item: BatchItem, batch_key: str, ledger: Ledger, file_keys: dict[str, LandingFileKey] | None
+    item: BatchItem, batch_key: str, claims: Claims, file_keys: dict[str, LandingFileKey] | None
 ) -> bool:
-    claimed = ledger.claim_content(item.content_sha256, batch_key, item.source_path)
-    owner = batch_key if claimed else ledger.content_batch(item.content_sha256)
+    claimed = claims.claim_content(item.content_sha256, batch_key, item.source_path)
+    owner = batch_key if claimed else claims.content_batch(item.content_sha256)
     if file_keys and item.source_path in file_keys:
-        ledger.mark_file_taken(file_keys[item.source_path], item.content_sha256, owner)
+        claims.mark_file_taken(file_keys[item.source_path], item.content_sha256, owner)
     return claimed or owner == batch_key
 
 
@@ -131,13 +131,13 @@ class LandingScanner:
         self,
         landing_root: Path,
         batch_store: BatchStore,
-        ledger: Ledger,
+        claims: Claims,
         limits: BatchLimits,
         is_emitted: Callable[[str], bool] = lambda key: False,
     ):
         self.landing_root = Path(landing_root)
         self.batch_store = batch_store
-        self.ledger = ledger
+        self.claims = claims
         self.limits = limits
         self.is_emitted = is_emitted
 
@@ -164,8 +164,8 @@ class LandingScanner:
             manifest = self.batch_store.read(key)
             for item in manifest.items:
                 file_key = self._file_key(item)
-                self.ledger.claim_content(item.content_sha256, key, item.source_path)
-                self.ledger.mark_file_taken(file_key, item.content_sha256, key)
+                self.claims.claim_content(item.content_sha256, key, item.source_path)
+                self.claims.mark_file_taken(file_key, item.content_sha256, key)
             recovered.append(manifest)
         return recovered
 
@@ -197,7 +197,7 @@ class LandingScanner:
             stat = entry.stat(follow_symlinks=False)
             observed = [stat.st_size, stat.st_mtime_ns]
             key = LandingFileKey(_user_of(relative_path), relative_path, *observed)
-            if self.ledger.file_taken(key):
+            if self.claims.file_taken(key):
                 continue
             if cursor.pending.get(relative_path) == observed:
                 stable.append((relative_path, entry.path, key))
@@ -224,10 +224,10 @@ class LandingScanner:
                 continue
             hashed_bytes += key.size
             content_sha256 = sha256_file(Path(absolute_path))
-            owner = self.ledger.content_batch(content_sha256)
+            owner = self.claims.content_batch(content_sha256)
             if owner is not None or content_sha256 in waiting_hashes:
                 duplicates += 1
-                self.ledger.mark_file_taken(key, content_sha256, owner)
+                self.claims.mark_file_taken(key, content_sha256, owner)
                 continue
             waiting_hashes.add(content_sha256)
             item = BatchItem(key.user, absolute_path, relative_path, key.size, key.mtime_ns, content_sha256)
@@ -247,7 +247,7 @@ class LandingScanner:
             queue = queue[len(chunk) :]
             items = [BatchItem(**{k: v for k, v in w.items() if k != "ready_at"}) for w in chunk]
             file_keys = {i.source_path: self._file_key(i) for i in items}
-            manifest = commit_batch(items, now, self.batch_store, self.ledger, file_keys)
+            manifest = commit_batch(items, now, self.batch_store, self.claims, file_keys)
             if manifest is not None:
                 closed.append(manifest)
         return closed, queue
@@ -277,7 +277,7 @@ def batch_files(
     user: str,
     now: datetime,
     batch_store: BatchStore,
-    ledger: Ledger,
+    claims: Claims,
     limits: BatchLimits,
 ) -> tuple[list[BatchManifest], list[KnownFile]]:
     """Batches for files handed over directly (the CLI); content ingested before is returned as known."""
@@ -287,7 +287,7 @@ def batch_files(
     for path in files:
         stat = path.stat()
         content_sha256 = sha256_file(path)
-        owner = ledger.content_batch(content_sha256)
+        owner = claims.content_batch(content_sha256)
         if owner is not None or content_sha256 in hashes:
             known.append(KnownFile(path, content_sha256, owner))
             continue
@@ -298,8 +298,8 @@ def batch_files(
     while fresh:
         chunk = list(_take_chunk(fresh, limits))
         fresh = fresh[len(chunk) :]
-        manifest = commit_batch([BatchItem(**w) for w in chunk], now, batch_store, ledger)
+        manifest = commit_batch([BatchItem(**w) for w in chunk], now, batch_store, claims)
         if manifest is not None:
             manifests.append(manifest)
-    resolved = [KnownFile(k.path, k.content_sha256, k.batch_key or ledger.content_batch(k.content_sha256)) for k in known]
+    resolved = [KnownFile(k.path, k.content_sha256, k.batch_key or claims.content_batch(k.content_sha256)) for k in known]
     return manifests, resolved

@@ -1,4 +1,4 @@
-"""What notes cost: list prices per model (a YAML file) and a per-user, per-day budget ledger."""
+"""What notes cost: list prices per model (a YAML file) and a per-user, per-day spend record."""
 
 import fcntl
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from diary_platform.domain.storage import write_text_atomic
+from diary_platform.domain.store.layout import write_text_atomic
 
 
 def load_prices(path: Path | None = None) -> dict[str, dict[str, float]]:
@@ -23,7 +23,7 @@ def call_cost(prices: dict, model: str, input_tokens: int, output_tokens: int) -
     return (input_tokens * price["input"] + output_tokens * price["output"]) / 1_000_000
 
 
-class BudgetLedger:
+class DailySpend:
     """Spend per user and day in one small file each, updated under a lock by every process."""
 
     def __init__(self, root: Path):

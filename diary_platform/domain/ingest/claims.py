@@ -1,7 +1,7 @@
 """What has been ingested: one small marker file per landing file and per content hash.
 
 Markers are created with O_EXCL, so two ingest paths (the sensor and `diary run`) racing for the
-same content cannot both win. A lookup is one `stat`, so the ledger scales with the data folder,
+same content cannot both win. A lookup is one `stat`, so the claims scale with the data folder,
 not with a sensor cursor.
 """
 
@@ -27,7 +27,7 @@ class LandingFileKey:
         return hashlib.sha256(raw).hexdigest()
 
 
-class Ledger:
+class Claims:
     def __init__(self, root: Path):
         self.root = Path(root)
 

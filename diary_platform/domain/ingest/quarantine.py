@@ -10,9 +10,9 @@ from datetime import datetime
 
 import polars as pl
 
-from diary_platform.domain.batches import BatchItem, BatchManifest, BatchStore, new_batch_key
+from diary_platform.domain.ingest.batches import BatchItem, BatchManifest, BatchStore, new_batch_key
 from diary_platform.domain.schemas import STATUS_QUARANTINED
-from diary_platform.domain.storage import DataStore
+from diary_platform.domain.store.layout import DataStore
 
 
 @dataclass(frozen=True)

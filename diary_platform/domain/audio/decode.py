@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from diary_platform.domain.storage import atomic_writer
+from diary_platform.domain.store.layout import atomic_writer
 
 SAMPLE_RATE = 16_000
 DEFAULT_MAX_DECODED_SECONDS = 4 * 3600.0

@@ -12,7 +12,7 @@ Object keys (in a tier of the local data folder, or under a gs:// prefix):
 Local state (always a folder, next to the Dagster instance):
 
     batches/<yyyy>/<mm>/<dd>/<batch>.json       batch manifests (what each batch holds)
-    ledger/                                     what has been ingested (see ledger.py)
+    claims/                                     what has been taken, by which batch (see ingest/claims.py)
     state/                                      breakers and spend (see breakers.py, spend.py)
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from diary_platform.domain.objects import WRITE_TIER, ObjectStore, StoredObject, Written, atomic_writer, open_store
+from diary_platform.domain.store.objects import WRITE_TIER, ObjectStore, StoredObject, Written, atomic_writer, open_store
 
 TABLES = "tables"
 
@@ -96,8 +96,8 @@ class DataStore:
         return self.state_root / "batches"
 
     @property
-    def ledger_root(self) -> Path:
-        return self.state_root / "ledger"
+    def claims_root(self) -> Path:
+        return self.state_root / "claims"
 
     def store_original(self, source: Path, content_sha256: str) -> Written:
         """Copy an upload into content-addressed storage once, however often it is uploaded.

@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from diary_platform.domain.objects import TIERS, ObjectStore, StoredObject
-from diary_platform.domain.storage import asset_of
+from diary_platform.domain.store.objects import TIERS, ObjectStore, StoredObject
+from diary_platform.domain.store.layout import asset_of
 
 RETENTION_RECORDS = "records/retention"
 ORIGINALS = "audio/original/"

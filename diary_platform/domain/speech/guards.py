@@ -10,7 +10,7 @@
 import re
 from dataclasses import dataclass
 
-from diary_platform.domain.transcription import Segment
+from diary_platform.domain.speech.transcription import Segment
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 import json
 from dataclasses import asdict
 
-from diary_platform.domain.transcription import Transcript
+from diary_platform.domain.speech.transcription import Transcript
 
 
 def _timestamp(seconds: float, decimal_marker: str) -> str:

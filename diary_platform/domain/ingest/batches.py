@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from diary_platform.domain.storage import write_text_atomic
+from diary_platform.domain.store.layout import write_text_atomic
 
 BATCH_KEY_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 

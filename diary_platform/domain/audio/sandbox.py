@@ -20,10 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from diary_platform.domain.audio import DEFAULT_MAX_DECODED_SECONDS, AudioInfo, AudioRejected, SAMPLE_RATE
-from diary_platform.domain.measurements import Measurements
+from diary_platform.domain.audio.decode import DEFAULT_MAX_DECODED_SECONDS, AudioInfo, AudioRejected, SAMPLE_RATE
+from diary_platform.domain.audio.measurements import Measurements
 
-WORKER_COMMAND = (sys.executable, "-m", "diary_platform.domain.decode_worker")
+WORKER_COMMAND = (sys.executable, "-m", "diary_platform.domain.audio.decode_worker")
 WAV_HEADER_BYTES = 44
 
 

@@ -9,7 +9,7 @@ from datetime import date, datetime, time, timezone
 
 import polars as pl
 
-from diary_platform.domain.notes import Note, NoteRequest, NoteWriter
+from diary_platform.domain.notes.note import Note, NoteRequest, NoteWriter
 from diary_platform.domain.schemas import DAILY_DIGEST, STATUS_OK, table
 
 

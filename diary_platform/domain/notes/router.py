@@ -17,12 +17,13 @@ from pathlib import Path
 import pybreaker
 import yaml
 
-from diary_platform.domain import prompting
-from diary_platform.domain.breakers import breaker_for
-from diary_platform.domain.note_draft import DraftRejected, Mood, NoteDraft, check_draft, json_schema
-from diary_platform.domain.notes import LocalNoteWriter, Note, NoteRequest
-from diary_platform.domain.providers import Provider, ProviderFailure, ProviderSpec
-from diary_platform.domain.spend import BudgetLedger, call_cost, load_prices
+from diary_platform.domain.notes import prompting
+from diary_platform.domain.notes.breakers import breaker_for
+from diary_platform.domain.notes.draft import DraftRejected, Mood, NoteDraft, check_draft, json_schema
+from diary_platform.domain.notes.local import LocalNoteWriter
+from diary_platform.domain.notes.note import Note, NoteRequest
+from diary_platform.domain.notes.providers import Provider, ProviderFailure, ProviderSpec
+from diary_platform.domain.notes.spend import DailySpend, call_cost, load_prices
 
 MAX_CALL_TIMEOUT_SECONDS = 60.0
 CONTEXT_SHARE_FOR_TRANSCRIPT = 0.6
@@ -94,7 +95,7 @@ class NoteRouter:
         environ = os.environ if environ is None else environ
         self.config = config
         self.prices = load_prices(Path(config.prices_file) if config.prices_file else None)
-        self.ledger = BudgetLedger(state_dir)
+        self.spend = DailySpend(state_dir)
         self.local = LocalNoteWriter()
         self.chain: list[tuple[ProviderSpec, Provider, pybreaker.CircuitBreaker]] = []
         for spec in config.providers:
@@ -118,7 +119,7 @@ class NoteRouter:
                 if spec.cloud and self.config.local_only:
                     tally.path.append(f"{spec.name}:skipped(local_only)")
                     continue
-                if spec.cloud and self.ledger.spent(tally.user, tally.day) >= self.config.budget_usd_per_user_per_day:
+                if spec.cloud and self.spend.spent(tally.user, tally.day) >= self.config.budget_usd_per_user_per_day:
                     tally.path.append(f"{spec.name}:skipped(budget)")
                     _remark(tally, "Daily budget reached: cloud providers skipped, written by a free provider.")
                     continue
@@ -207,7 +208,7 @@ class NoteRouter:
         tally.output_tokens += completion.output_tokens
         cost = call_cost(self.prices, model, completion.input_tokens, completion.output_tokens)
         tally.cost_usd += cost
-        self.ledger.add(tally.user, tally.day, cost)
+        self.spend.add(tally.user, tally.day, cost)
         if completion.truncated:
             raise OutputTruncated(model)
         return completion.text

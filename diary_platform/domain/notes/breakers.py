@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pybreaker
 
-from diary_platform.domain.storage import write_text_atomic
+from diary_platform.domain.store.layout import write_text_atomic
 
 
 class FileBreakerStorage(pybreaker.CircuitBreakerStorage):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
-from diary_platform.domain.hashing import file_digest
+from diary_platform.domain.store.hashing import file_digest
 
 TIERS = ("hot", "warm", "cold")
 WRITE_TIER = "hot"

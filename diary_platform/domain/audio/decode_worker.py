@@ -3,7 +3,7 @@
 Runs under the resource limits its parent sets (sandbox.py). Nothing but answers goes to the real
 stdout: whatever a library prints lands on stderr.
 
-    python -m diary_platform.domain.decode_worker
+    python -m diary_platform.domain.audio.decode_worker
 """
 
 import errno
@@ -14,8 +14,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from diary_platform.domain.audio import AudioRejected, decode_to_wav
-from diary_platform.domain.measurements import LevelMeter, assess, speech_ratio
+from diary_platform.domain.audio.decode import AudioRejected, decode_to_wav
+from diary_platform.domain.audio.measurements import LevelMeter, assess, speech_ratio
 
 
 def handle(request: dict) -> dict:

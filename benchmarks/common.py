@@ -1,6 +1,5 @@
 """Shared by the benchmarks: the eval corpus, a raw faster-whisper baseline and a platform run."""
 
-import os
 import statistics
 import sys
 import tempfile
@@ -11,7 +10,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from diary_platform.domain import transcription  # noqa: E402
+from diary_platform.domain.speech import transcription  # noqa: E402
 from diary_platform.evaluation import Reference, read_manifest  # noqa: E402
 
 EVAL = REPO.parent / "shared" / "eval"
@@ -54,9 +53,8 @@ def platform_transcribe(files: list[Path], instance) -> tuple[list[str], float, 
 
     transcription._models.clear()
     with tempfile.TemporaryDirectory() as root:
-        os.environ["DIARY_DATA_DIR"] = str(Path(root) / "data")
-        os.environ["DIARY_BATCH_MAX_FILES"] = str(len(files))
-        report = process_files(files, "bench", Settings.from_env(), instance)
+        settings = Settings(data_dir=Path(root) / "data", batch_limits={"max_files": len(files)})
+        report = process_files(files, "bench", settings, instance)
     by_file = {Path(r.file).resolve(): r for r in report.results}
     texts = [by_file[path.resolve()].transcript or "" for path in files]
     return texts, report.wall_seconds, report.audio_seconds

@@ -89,7 +89,7 @@ def gcs(count: int) -> None:
         bucket = client.create_bucket("bench")
         payloads = _payloads(count)
         baseline = _timed(lambda: [bucket.blob(f"raw/{i}").upload_from_string(d) for i, d in enumerate(payloads)])
-        store = GcsStore("gs://bench/store", project="bench", client=client)
+        store = GcsStore("gs://bench/store", client)
         stored = _timed(lambda: [store.write_bytes(f"notes/{i}.md", d) for i, d in enumerate(payloads)])
         skipped = _timed(lambda: [store.write_bytes(f"notes/{i}.md", d) for i, d in enumerate(payloads)])
         print(f"gcs emulator, {count} objects of {SIZE // 1024} KiB")

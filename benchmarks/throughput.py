@@ -24,7 +24,7 @@ def main() -> None:
 
     references = corpus(args.set)
     files = [r.path for r in references]
-    config = Settings.from_env().transcriber
+    config = Settings().transcriber
     print(f"{len(files)} files from {args.set}; model {config.model}, {config.compute_type}, beam {config.beam_size}, "
           f"vad {config.vad_filter}, cpu_threads {config.cpu_threads or 'default'}")
     raw_speeds, platform_speeds = [], []

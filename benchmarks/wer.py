@@ -27,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", default=["speech", "real"])
     args = parser.parse_args()
-    config = Settings.from_env().transcriber
+    config = Settings().transcriber
     print(f"{'set':8} {'files':>5} {'raw/whisper':>12} {'platform/whisper':>17} {'raw/naive':>10} {'platform/naive':>15}")
     for name in args.sets:
         references = corpus(name)

@@ -49,11 +49,9 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per recording."),
 ) -> None:
     """Ingest files through the whole asset graph in this process and say where each result is."""
-    if data_dir is not None:
-        os.environ["DIARY_DATA_DIR"] = str(data_dir)
     from diary_platform.runner import dagster_instance, process_files
 
-    settings = Settings.from_env()
+    settings = Settings(data_dir=data_dir) if data_dir is not None else Settings()
     files = _expand(paths or [EXAMPLES])
     instance = dagster_instance(settings)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -105,9 +103,11 @@ def quarantine_list(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per recording."),
 ) -> None:
     """Recordings whose latest attempt was rejected, with the reason and a message a person understands."""
+    from diary_platform.domain.catalog import Catalog
     from diary_platform.domain.ingest.quarantine import list_quarantine
+    from diary_platform.resources import open_store
 
-    recordings = list_quarantine(Settings.from_env().data_store(), set(reason or ()))
+    recordings = list_quarantine(Catalog(open_store(Settings())), set(reason or ()))
     out = Console(soft_wrap=True)
     for r in recordings:
         if as_json:
@@ -125,7 +125,7 @@ def quarantine_redrive(
     """Process the quarantined recordings again, as one new batch, under the current limits."""
     from diary_platform.runner import dagster_instance, redrive
 
-    settings = Settings.from_env()
+    settings = Settings()
     _print_report(redrive(settings, dagster_instance(settings), set(reason or ())), as_json)
 
 
@@ -134,9 +134,11 @@ def status(limit: int = typer.Option(10, help="How many recent batches.")) -> No
     """Recent batches: recordings by status, audio, transcription speed and note cost so far."""
     from rich.table import Table
 
+    from diary_platform.domain.catalog import Catalog
     from diary_platform.domain.status import recent_batches
+    from diary_platform.resources import open_store
 
-    batches = recent_batches(Settings.from_env().data_store(), limit)
+    batches = recent_batches(Catalog(open_store(Settings())), limit)
     table = Table(title="Recent batches")
     for column in ("batch", "recordings", "ok", "quarantined", "audio s", "speed", "cost $"):
         table.add_column(column, justify="left" if column == "batch" else "right")
@@ -161,9 +163,9 @@ def instance_setup() -> None:
     """Set the instance's pool limits: `gpu` (DIARY_GPU_SLOTS) and `llm` (DIARY_LLM_SLOTS); run once per deploy."""
     from diary_platform.runner import configure_pools, dagster_instance
 
-    settings = Settings.from_env()
+    settings = Settings()
     instance = dagster_instance(settings)
-    for pool, slots in configure_pools(instance, settings.pool_slots).items():
+    for pool, slots in configure_pools(instance, settings.pool_slots.model_dump()).items():
         console.print(f"pool {pool}: {slots} slots")
 
 
@@ -172,12 +174,13 @@ def ui(port: int = typer.Option(3000, help="Port of the web UI.")) -> None:
     """Dagster UI and daemon over the same data folder and instance, with the landing sensor on."""
     from diary_platform.runner import dagster_instance
 
-    settings = Settings.from_env()
+    settings = Settings()
     dagster_instance(settings)
     settings.landing_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"landing folder: {settings.landing_dir}  (drop recordings into <user>/ sub-folders)")
     command = [sys.executable, "-m", "dagster", "dev", "-m", "diary_platform.definitions", "-p", str(port)]
-    raise typer.Exit(subprocess.call(command))
+    env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home), "DIARY_DATA_DIR": str(settings.data_dir)}
+    raise typer.Exit(subprocess.call(command, env=env))
 
 
 def main() -> None:

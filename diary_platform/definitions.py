@@ -1,41 +1,56 @@
-"""The one `Definitions` object: assets, jobs, sensors and the resources the environment picks."""
+"""The one `Definitions` object, built from `Settings`: the slices (batch, daily, storage tiers), the shared
+resources and the executor the environment picks. Nothing here reads the environment at import."""
+
+from dataclasses import asdict
 
 import dagster as dg
 
-from diary_platform.assets.cost_report import cost_report, within_daily_budget
-from diary_platform.assets.daily_digest import daily_digest, daily_job, daily_schedule, late_recordings_sensor
-from diary_platform.assets.diary_notes import diary_notes, diary_notes_schema
-from diary_platform.assets.raw_audio import raw_audio, raw_audio_schema
-from diary_platform.assets.storage_tiers import storage_job, storage_schedule, storage_tiers
-from diary_platform.assets.transcripts import mean_log_probability, transcripts, transcripts_schema
-from diary_platform.assets.validated_audio import quarantine_share, validated_audio, validated_audio_schema
-from diary_platform.jobs import process_batch
+from diary_platform import batch, daily, storage_tiers
+from diary_platform.io_manager import ParquetIOManager
 from diary_platform.k8s import executor
-from diary_platform.resources import build_resources
-from diary_platform.sensors.landing_sensor import landing_sensor
+from diary_platform.resources import (
+    DecodeLimits,
+    LandingFolder,
+    NoteWriterResource,
+    PlatformPricing,
+    StoreResource,
+    TranscriptGuards,
+    WhisperTranscriber,
+)
 from diary_platform.settings import Settings
 
-batch_assets = [raw_audio, validated_audio, transcripts, diary_notes]
-batch_checks = [
-    raw_audio_schema,
-    validated_audio_schema,
-    quarantine_share,
-    transcripts_schema,
-    mean_log_probability,
-    diary_notes_schema,
-]
+
+def _text(path) -> str | None:
+    return str(path) if path else None
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """The resources every slice shares, configured from `settings`."""
+    store = StoreResource(data_dir=str(settings.data_dir), storage_uri=settings.storage_uri, gcs_project=settings.gcs_project)
+    return {
+        "store": store,
+        "io_manager": ParquetIOManager(store=store),
+        "decode_limits": DecodeLimits(**asdict(settings.decode_limits)),
+        "whisper": WhisperTranscriber(**asdict(settings.transcriber)),
+        "guards": TranscriptGuards(**asdict(settings.guards)),
+        "note_writer": NoteWriterResource(
+            llm_config=_text(settings.llm_config), local_only=settings.local_only, state_dir=str(settings.data_dir / "state")
+        ),
+        "landing": LandingFolder(landing_dir=str(settings.landing_dir), **asdict(settings.batch_limits)),
+        "pricing": PlatformPricing(prices_file=_text(settings.platform_prices_file)),
+    }
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    return dg.Definitions(
-        assets=[*batch_assets, daily_digest, cost_report, storage_tiers],
-        asset_checks=[*batch_checks, within_daily_budget],
-        jobs=[process_batch, daily_job, storage_job],
-        schedules=[daily_schedule, storage_schedule],
-        sensors=[landing_sensor, late_recordings_sensor],
-        resources=build_resources(settings),
-        executor=executor(settings),
+    return dg.Definitions.merge(
+        batch.definitions(settings),
+        daily.definitions(settings),
+        storage_tiers.definitions(settings),
+        dg.Definitions(resources=build_resources(settings), executor=executor(settings)),
     )
 
 
-defs = build_definitions(Settings.from_env())
+@dg.definitions
+def defs() -> dg.Definitions:
+    """What `dagster dev`, `dg`, workspace.yaml and dagster_cloud.yaml load: settings read once, here."""
+    return build_definitions(Settings())

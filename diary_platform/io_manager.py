@@ -3,14 +3,14 @@
 import dagster as dg
 import polars as pl
 
-from diary_platform.resources import DiaryStorage
+from diary_platform.resources import StoreResource
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
-    storage: dg.ResourceDependency[DiaryStorage]
+    store: dg.ResourceDependency[StoreResource]
 
     def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame) -> None:
-        written = self.storage.store.write_table(context.asset_key.to_user_string(), context.partition_key, obj)
+        written = self.store.store.write_table(context.asset_key.to_user_string(), context.partition_key, obj)
         context.add_output_metadata(
             {
                 "path": dg.MetadataValue.path(written.uri),
@@ -21,7 +21,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         )
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame:
-        store = self.storage.store
+        catalog = self.store.catalog
         name = context.asset_key.to_user_string()
-        frames = [store.read_table(name, key) for key in context.asset_partition_keys]
+        frames = [catalog.batch(name, key) for key in context.asset_partition_keys]
         return pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]

@@ -1,6 +1,6 @@
 """Where steps run in the `k8s` environment: the executor, and what each step's pod asks for.
 
-Each batch step runs in its own Kubernetes Job (dagster-k8s's `k8s_job_executor`). The tags below are
+Each step runs in its own Kubernetes Job (dagster-k8s's `k8s_job_executor`). The tags below are
 read only by that executor: locally they are inert. Transcription asks for one GPU on a node of the
 configured accelerator and tolerates the taint GKE puts on GPU nodes; every other step asks for CPU
 and memory only, so it never lands on (or holds up) a GPU node.
@@ -9,6 +9,7 @@ and memory only, so it never lands on (or holds up) a GPU node.
 import dagster as dg
 from dagster_k8s import k8s_job_executor
 
+from diary_platform.domain import catalog
 from diary_platform.settings import KubernetesSettings, Settings
 
 K8S_CONFIG = "dagster-k8s/config"
@@ -49,20 +50,20 @@ def gpu_step(cluster: KubernetesSettings, cpu: str = "4", memory: str = "16Gi") 
 
 # Sized from what each step holds in memory: the decode sandbox runs DIARY_DECODE_WORKERS workers of
 # up to DIARY_DECODE_MEMORY_BYTES each; notes and digests mostly wait on the network.
-STEP_TAGS = {
-    "raw_audio": cpu_step("500m", "1Gi"),
-    "validated_audio": cpu_step("2", "6Gi"),
-    "diary_notes": cpu_step("500m", "1Gi"),
-    "daily_digest": cpu_step("500m", "1Gi"),
-    "cost_report": cpu_step("250m", "1Gi"),
-    "storage_tiers": cpu_step("250m", "1Gi"),
+CPU_STEPS = {
+    catalog.RAW_AUDIO: cpu_step("500m", "1Gi"),
+    catalog.VALIDATED_AUDIO: cpu_step("2", "6Gi"),
+    catalog.DIARY_NOTES: cpu_step("500m", "1Gi"),
+    catalog.DAILY_DIGEST: cpu_step("500m", "1Gi"),
+    catalog.COST_REPORT: cpu_step("250m", "1Gi"),
+    catalog.STORAGE_TIERS: cpu_step("250m", "1Gi"),
 }
 
 
-def step_tags(asset_name: str) -> dict[str, dict]:
-    if asset_name == "transcripts":
-        return gpu_step(Settings.from_env().kubernetes)
-    return STEP_TAGS[asset_name]
+def step_tags(settings: Settings, asset_name: str) -> dict[str, dict]:
+    if asset_name == catalog.TRANSCRIPTS:
+        return gpu_step(settings.kubernetes)
+    return CPU_STEPS[asset_name]
 
 
 def executor_config(cluster: KubernetesSettings) -> dict:

@@ -1,47 +1,58 @@
-"""Dagster resources: typed configuration around the domain services, one per concern."""
+"""Dagster resources: typed configuration around the domain services, one per concern.
 
-from collections.abc import Callable
+Values come from `Settings` (build_resources); defaults live in the domain dataclasses, so the fields
+here are the schema the UI shows, never a second copy of the defaults.
+"""
+
+from dataclasses import asdict, replace
 from functools import lru_cache
-from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlparse
 
 import dagster as dg
 from dagster_gcp import GCSResource
 
-from diary_platform.domain.ingest.batches import BatchStore
 from diary_platform.domain.costs import PlatformPrices
-from diary_platform.domain.speech.guards import GuardConfig
-from diary_platform.domain.ingest.landing import BatchLimits, LandingScanner
+from diary_platform.domain.ingest.batches import BatchStore
 from diary_platform.domain.ingest.claims import Claims
+from diary_platform.domain.ingest.landing import BatchLimits, LandingScanner
+from diary_platform.domain.audio.sandbox import SandboxLimits, SandboxPool
+from diary_platform.domain.catalog import Catalog
 from diary_platform.domain.notes.local import LocalNoteWriter
 from diary_platform.domain.notes.note import NoteWriter
 from diary_platform.domain.notes.router import NoteRouter, RouterConfig
-from diary_platform.domain.audio.sandbox import SandboxLimits, SandboxPool
-from diary_platform.domain.store.layout import DataStore
+from diary_platform.domain.speech.guards import GuardConfig
 from diary_platform.domain.speech.transcription import Transcriber, TranscriberConfig
+from diary_platform.domain.store.layout import DataStore
+from diary_platform.domain.store.objects import open_objects
 from diary_platform.settings import Settings
 
 
-class DiaryStorage(dg.ConfigurableResource):
+@lru_cache(maxsize=8)
+def _store(data_dir: str, storage_uri: str, gcs_project: str) -> DataStore:
+    client = GCSResource(project=gcs_project or None).get_client() if storage_uri.startswith("gs://") else None
+    return DataStore(data_dir, open_objects(storage_uri or data_dir, client))
+
+
+def open_store(settings: Settings) -> DataStore:
+    """The one way to open the platform's store: one per configuration and process, one GCS client."""
+    return _store(str(settings.data_dir), settings.storage_uri, settings.gcs_project)
+
+
+class StoreResource(dg.ConfigurableResource):
     """Objects (originals, normalised audio, tables, transcript files, notes) in the data folder's tiers or
-    under a gs:// prefix; manifests and the claims in the data folder."""
+    under a gs:// prefix; batch manifests, claims, breakers and spend in the data folder."""
 
     data_dir: str
-    storage_uri: str = ""
-    gcs_project: str = ""
+    storage_uri: str
+    gcs_project: str
 
     @property
     def store(self) -> DataStore:
-        return _data_store(self.data_dir, self.storage_uri, self.gcs_project)
+        return _store(self.data_dir, self.storage_uri, self.gcs_project)
 
     @property
-    def bucket_name(self) -> str | None:
-        return urlparse(self.storage_uri).netloc if self.storage_uri.startswith("gs://") else None
-
-    def gcs(self) -> GCSResource:
-        """dagster-gcp's client resource: uploads with preconditions and checksums, bucket lifecycle rules."""
-        return GCSResource(project=self.gcs_project or None)
+    def catalog(self) -> Catalog:
+        return Catalog(self.store)
 
     @property
     def batches(self) -> BatchStore:
@@ -50,13 +61,6 @@ class DiaryStorage(dg.ConfigurableResource):
     @property
     def claims(self) -> Claims:
         return Claims(self.store.claims_root)
-
-
-@lru_cache(maxsize=8)
-def _data_store(data_dir: str, storage_uri: str, gcs_project: str) -> DataStore:
-    """One store (and one set of Cloud Storage clients) per configuration and process."""
-    client = GCSResource(project=gcs_project or None).get_client() if storage_uri.startswith("gs://") else None
-    return DataStore.open(data_dir, storage_uri, gcs_project or None, gcs_client=client)
 
 
 class DecodeLimits(dg.ConfigurableResource):
@@ -98,10 +102,6 @@ class WhisperTranscriber(dg.ConfigurableResource):
     hallucination_silence_threshold: float | None
     cpu_threads: int
 
-    @classmethod
-    def from_config(cls, config: TranscriberConfig) -> "WhisperTranscriber":
-        return cls(**vars(config))
-
     def transcriber(self) -> Transcriber:
         return Transcriber(TranscriberConfig(**self.model_dump()))
 
@@ -109,8 +109,8 @@ class WhisperTranscriber(dg.ConfigurableResource):
 class NoteWriterResource(dg.ConfigurableResource):
     """The local writer, or the LLM router when a provider configuration file is given."""
 
-    llm_config: str = ""
-    local_only: bool = False
+    llm_config: str | None
+    local_only: bool
     state_dir: str
 
     def build(self) -> NoteWriter:
@@ -122,51 +122,24 @@ class NoteWriterResource(dg.ConfigurableResource):
         return NoteRouter(config, Path(self.state_dir))
 
 
-class PlatformPricing(dg.ConfigurableResource):
-    """Compute and storage prices and the daily budget for the cost report (default: config/platform_prices.yaml)."""
-
-    prices_file: str = ""
-
-    def prices(self) -> PlatformPrices:
-        return PlatformPrices.load(Path(self.prices_file).read_text() if self.prices_file else None)
-
-
 class LandingFolder(dg.ConfigurableResource):
     landing_dir: str
     max_files: int
     max_bytes: int
     max_wait_seconds: float
+    max_files_scanned: int
+    max_bytes_hashed: int
+    max_batches_per_tick: int
 
-    def scanner(self, storage: DiaryStorage, is_emitted: Callable[[str], bool]) -> LandingScanner:
-        limits = BatchLimits(
-            max_files=self.max_files, max_bytes=self.max_bytes, max_wait_seconds=self.max_wait_seconds
-        )
-        return LandingScanner(Path(self.landing_dir), storage.batches, storage.claims, limits, is_emitted)
+    def scanner(self, store: StoreResource, is_emitted) -> LandingScanner:
+        limits = BatchLimits(**self.model_dump(exclude={"landing_dir"}))
+        return LandingScanner(Path(self.landing_dir), store.batches, store.claims, limits, is_emitted)
 
 
-def build_resources(settings: Settings) -> dict[str, object]:
-    from diary_platform.assets.storage_tiers import TieringPolicyResource
-    from diary_platform.io_manager import ParquetIOManager
+class PlatformPricing(dg.ConfigurableResource):
+    """Compute and storage prices and the daily budget for the cost report (default: config/platform_prices.yaml)."""
 
-    limits = settings.batch_limits
-    storage = DiaryStorage(
-        data_dir=str(settings.data_dir), storage_uri=settings.storage_uri, gcs_project=settings.gcs_project
-    )
-    return {
-        "storage": storage,
-        "io_manager": ParquetIOManager(storage=storage),
-        "decode_limits": DecodeLimits(**vars(settings.decode_limits)),
-        "whisper": WhisperTranscriber.from_config(settings.transcriber),
-        "guards": TranscriptGuards(**vars(settings.guards)),
-        "note_writer": NoteWriterResource(
-            llm_config=settings.llm_config, local_only=settings.local_only, state_dir=str(settings.data_dir / "state")
-        ),
-        "tiering": TieringPolicyResource(**vars(settings.tiering)),
-        "pricing": PlatformPricing(prices_file=settings.platform_prices_file),
-        "landing": LandingFolder(
-            landing_dir=str(settings.landing_dir),
-            max_files=limits.max_files,
-            max_bytes=limits.max_bytes,
-            max_wait_seconds=limits.max_wait_seconds,
-        ),
-    }
+    prices_file: str | None
+
+    def prices(self) -> PlatformPrices:
+        return PlatformPrices.load(Path(self.prices_file).read_text() if self.prices_file else None)

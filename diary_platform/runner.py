@@ -1,4 +1,4 @@
-"""Processing files now, in this process, through the same asset graph the sensor feeds (used by `diary run`)."""
+"""Processing files now, in this process, through the same `process_batch` job the sensor launches (`diary run`)."""
 
 import time
 from collections.abc import Callable
@@ -9,16 +9,21 @@ from urllib.parse import unquote, urlparse
 
 import dagster as dg
 
-from diary_platform.definitions import batch_assets, batch_checks
+from diary_platform.batch import PROCESS_BATCH
+from diary_platform.definitions import build_definitions
+from diary_platform.domain import catalog
+from diary_platform.domain.catalog import Catalog
+from diary_platform.domain.ingest.batches import BatchManifest, BatchStore
+from diary_platform.domain.ingest.claims import Claims
 from diary_platform.domain.ingest.landing import batch_files
 from diary_platform.domain.ingest.quarantine import list_quarantine, redrive_manifest
 from diary_platform.domain.store.layout import DataStore
 from diary_platform.partitions import BATCHES
-from diary_platform.resources import build_resources
+from diary_platform.resources import open_store
 from diary_platform.settings import Settings
 
-TABLES = ("raw_audio", "validated_audio", "transcripts", "diary_notes")
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+LOCAL_INSTANCE = "# Local instance: SQLite storage in this folder (Dagster's defaults).\n"
 
 
 @dataclass(frozen=True)
@@ -58,11 +63,13 @@ class RunReport:
 
 
 def dagster_instance(settings: Settings) -> dg.DagsterInstance:
-    """The instance under DAGSTER_HOME, by default a SQLite one inside the data folder."""
-    config = settings.dagster_home / "dagster.yaml"
+    """The instance in `settings.dagster_home`, by default a SQLite one inside the data folder."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text("# Local instance: SQLite storage in this folder (Dagster's defaults).\n")
-    return dg.DagsterInstance.get()
+        config.write_text(LOCAL_INSTANCE)
+    return dg.DagsterInstance.from_config(str(home))
 
 
 def configure_pools(instance: dg.DagsterInstance, slots: dict[str, int]) -> dict[str, int]:
@@ -70,17 +77,6 @@ def configure_pools(instance: dg.DagsterInstance, slots: dict[str, int]) -> dict
     for pool, count in slots.items():
         instance.event_log_storage.set_concurrency_slots(pool, count)
     return {pool: instance.event_log_storage.get_concurrency_info(pool).slot_count for pool in slots}
-
-
-def _batch_rows(store: DataStore, batch_key: str) -> dict[str, dict]:
-    """One joined row per content hash across the four tables of a batch, as far as they exist."""
-    joined: dict[str, dict] = {}
-    for name in TABLES:
-        if not store.has_table(name, batch_key):
-            continue
-        for row in store.read_table(name, batch_key).iter_rows(named=True):
-            joined.setdefault(row["content_sha256"], {})[name] = row
-    return joined
 
 
 def _location(store: DataStore, uri: str | None) -> str | None:
@@ -92,10 +88,10 @@ def _location(store: DataStore, uri: str | None) -> str | None:
 
 
 def _result(store: DataStore, file: Path, batch_key: str, tables: dict, new: bool) -> RecordingResult:
-    raw = tables.get("raw_audio", {})
-    validated = tables.get("validated_audio", {})
-    transcript = tables.get("transcripts", {})
-    note = tables.get("diary_notes", {})
+    raw = tables.get(catalog.RAW_AUDIO, {})
+    validated = tables.get(catalog.VALIDATED_AUDIO, {})
+    transcript = tables.get(catalog.TRANSCRIPTS, {})
+    note = tables.get(catalog.DIARY_NOTES, {})
     last = note or transcript or validated or raw
     return RecordingResult(
         file=str(file),
@@ -119,27 +115,44 @@ def _result(store: DataStore, file: Path, batch_key: str, tables: dict, new: boo
     )
 
 
-def _materialize(manifest, settings: Settings, instance: dg.DagsterInstance, resources: dict) -> list[RecordingResult]:
-    instance.add_dynamic_partitions(BATCHES, [manifest.key])
-    dg.materialize(
-        [*batch_assets, *batch_checks], partition_key=manifest.key, instance=instance, resources=resources, run_config=QUIET
-    )
-    store = settings.data_store()
-    rows = _batch_rows(store, manifest.key)
-    return [_result(store, Path(i.source_path), manifest.key, rows.get(i.content_sha256, {}), True) for i in manifest.items]
+class BatchRunner:
+    """Runs batches through the `process_batch` job of the definitions these settings build, in this process."""
+
+    def __init__(self, settings: Settings, instance: dg.DagsterInstance, source: str):
+        self.settings = settings
+        self.instance = instance
+        self.source = source
+        self.store = open_store(settings)
+        self.catalog = Catalog(self.store)
+        self.batches = BatchStore(self.store.batches_root)
+        self.claims = Claims(self.store.claims_root)
+        self.job = build_definitions(settings).resolve_job_def(PROCESS_BATCH)
+
+    def run(self, manifest: BatchManifest) -> list[RecordingResult]:
+        self.instance.add_dynamic_partitions(BATCHES, [manifest.key])
+        users = ",".join(sorted({item.user for item in manifest.items}))
+        self.job.execute_in_process(
+            partition_key=manifest.key,
+            instance=self.instance,
+            run_config=QUIET,
+            tags={"diary/source": self.source, "diary/users": users, "diary/batch": manifest.key},
+        )
+        rows = self.catalog.recordings_of_batch(manifest.key)
+        return [
+            _result(self.store, Path(item.source_path), manifest.key, rows.get(item.content_sha256, {}), True)
+            for item in manifest.items
+        ]
 
 
-def redrive(
-    settings: Settings, instance: dg.DagsterInstance, reasons: set[str] | None = None
-) -> RunReport:
+def redrive(settings: Settings, instance: dg.DagsterInstance, reasons: set[str] | None = None) -> RunReport:
     """Process the quarantined recordings again, as one new batch, under the current limits."""
     started = time.perf_counter()
-    recordings = list_quarantine(settings.data_store(), reasons)
+    runner = BatchRunner(settings, instance, source="redrive")
+    recordings = list_quarantine(runner.catalog, reasons)
     if not recordings:
         return RunReport([], time.perf_counter() - started)
-    resources = build_resources(settings)
-    manifest = redrive_manifest(recordings, datetime.now(timezone.utc), resources["storage"].batches)
-    return RunReport(_materialize(manifest, settings, instance, resources), time.perf_counter() - started)
+    manifest = redrive_manifest(recordings, datetime.now(timezone.utc), runner.batches)
+    return RunReport(runner.run(manifest), time.perf_counter() - started)
 
 
 def process_files(
@@ -151,19 +164,15 @@ def process_files(
     on_done: Callable[[int], None] = lambda count: None,
 ) -> RunReport:
     started = time.perf_counter()
-    store = settings.data_store()
-    resources = build_resources(settings)
-    storage = resources["storage"]
-    manifests, known = batch_files(
-        files, user, datetime.now(timezone.utc), storage.batches, storage.claims, settings.batch_limits
-    )
+    runner = BatchRunner(settings, instance, source="cli")
+    manifests, known = batch_files(files, user, datetime.now(timezone.utc), runner.batches, runner.claims, settings.batch_limits)
     results: list[RecordingResult] = []
     on_done(len(known))
     for manifest in manifests:
         on_batch(manifest.key, len(manifest.items))
-        results += _materialize(manifest, settings, instance, resources)
+        results += runner.run(manifest)
         on_done(len(manifest.items))
     for file in known:
-        rows = _batch_rows(store, file.batch_key) if file.batch_key else {}
-        results.append(_result(store, file.path, file.batch_key or "", rows.get(file.content_sha256, {}), False))
+        rows = runner.catalog.recordings_of_batch(file.batch_key) if file.batch_key else {}
+        results.append(_result(runner.store, file.path, file.batch_key or "", rows.get(file.content_sha256, {}), False))
     return RunReport(results, time.perf_counter() - started)

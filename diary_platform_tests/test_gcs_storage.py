@@ -1,13 +1,12 @@
-"""Storage on Google Cloud Storage: gcp-storage-emulator on 127.0.0.1, the real gcsfs and google-cloud-storage clients."""
+"""Storage on Google Cloud Storage: gcp-storage-emulator on 127.0.0.1, the real google-cloud-storage client."""
 
 import dagster as dg
 import pytest
 
-from diary_platform.assets.storage_tiers import storage_tiers
-from diary_platform.definitions import batch_assets, batch_checks
 from diary_platform.domain.store.objects import GcsStore
-from diary_platform.resources import build_resources
 from diary_platform.runner import process_files
+from diary_platform.resources import open_store
+from diary_platform_tests.conftest import run_job
 from diary_platform_tests.test_storage import EXAMPLES, kill_writer_halfway
 
 
@@ -17,7 +16,7 @@ def _generations(bucket) -> dict[str, int]:
 
 def test_writes_are_single_objects_and_unchanged_values_are_not_uploaded_again(gcs_bucket):
     client, bucket = gcs_bucket
-    store = GcsStore(f"gs://{bucket.name}/diary")
+    store = GcsStore(f"gs://{bucket.name}/diary", client)
     first = store.write_bytes("notes/r1.md", b"# A day\n")
     assert (first.uri, first.tier, first.size, first.new) == (f"gs://{bucket.name}/diary/notes/r1.md", "hot", 8, True)
     generation = _generations(bucket)["diary/notes/r1.md"]
@@ -38,7 +37,7 @@ def test_writes_are_single_objects_and_unchanged_values_are_not_uploaded_again(g
 
 def test_the_tier_of_an_object_is_its_storage_class(gcs_bucket):
     client, bucket = gcs_bucket
-    store = GcsStore(f"gs://{bucket.name}")
+    store = GcsStore(f"gs://{bucket.name}", client)
     for name in ("a", "b", "c"):
         store.write_bytes(f"notes/{name}.md", name.encode())
     for name, storage_class in (("b", "NEARLINE"), ("c", "ARCHIVE")):
@@ -53,7 +52,7 @@ def test_the_tier_of_an_object_is_its_storage_class(gcs_bucket):
 def test_a_failed_or_killed_upload_leaves_the_previous_version_and_no_partial_object(gcs_bucket, tmp_path):
     client, bucket = gcs_bucket
     root = f"gs://{bucket.name}/diary"
-    store = GcsStore(root)
+    store = GcsStore(root, client)
     store.write_bytes("tables/notes/b1.parquet", b"version one")
     before = _generations(bucket)
 
@@ -78,7 +77,7 @@ def test_the_whole_graph_runs_on_a_bucket_and_a_second_materialization_adds_no_o
     monkeypatch.setenv("DIARY_STORAGE_URI", f"gs://{bucket.name}/diary")
     from diary_platform.settings import Settings
 
-    settings = Settings.from_env()
+    settings = Settings()
     with dg.instance_for_test() as instance:
         report = process_files(EXAMPLES, "alice", settings, instance)
         assert [r.status for r in report.results] == ["ok"] * len(EXAMPLES)
@@ -90,17 +89,15 @@ def test_the_whole_graph_runs_on_a_bucket_and_a_second_materialization_adds_no_o
         assert len([n for n in first if n.startswith("diary/tables/")]) == 4
         assert not (settings.data_dir / "hot").exists(), "no object went to the local data folder"
 
-        batch = report.results[0].batch_key
-        again = dg.materialize(
-            [*batch_assets, *batch_checks], partition_key=batch, instance=instance, resources=build_resources(settings)
-        )
+        batch_key = report.results[0].batch_key
+        again = run_job(settings, "process_batch", instance, partition_key=batch_key)
         assert again.success
         second = _generations(bucket)
         assert set(second) == set(first), "no new objects"
         unchanged = [n for n in first if not n.startswith("diary/tables/")]
         assert {n: second[n] for n in unchanged} == {n: first[n] for n in unchanged}, "audio, transcripts, notes not re-uploaded"
         event = again.asset_materializations_for_node("transcripts")[0]
-        assert event.metadata["path"].value == f"gs://{bucket.name}/diary/tables/transcripts/{batch}.parquet"
+        assert event.metadata["path"].value == f"gs://{bucket.name}/diary/tables/transcripts/{batch_key}.parquet"
         assert event.metadata["tier"].value == "hot" and event.metadata["bytes"].value > 0
 
         note = bucket.blob(f"diary/notes/{report.results[0].recording_id}.md").download_as_text()
@@ -112,8 +109,8 @@ def test_the_storage_job_on_a_bucket_only_records_where_data_is(gcs_bucket, sett
     monkeypatch.setenv("DIARY_STORAGE_URI", f"gs://{bucket.name}")
     from diary_platform.settings import Settings
 
-    settings = Settings.from_env()
-    store = settings.data_store()
+    settings = Settings()
+    store = open_store(settings)
     for index in range(4):
         store.objects.write_bytes(f"transcripts/r{index}.txt", b"words " * (index + 1))
     for index, storage_class in ((1, "NEARLINE"), (2, "COLDLINE"), (3, "ARCHIVE")):
@@ -122,8 +119,8 @@ def test_the_storage_job_on_a_bucket_only_records_where_data_is(gcs_bucket, sett
         blob.patch()
     before = _generations(bucket)
     with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            [storage_tiers], instance=instance, resources=build_resources(settings),
+        result = run_job(
+            settings, "storage_job", instance,
             run_config={"ops": {"storage_tiers": {"config": {"as_of": "2030-01-01T00:00:00+00:00"}}}},
         )
     metadata = result.asset_materializations_for_node("storage_tiers")[0].metadata
@@ -141,7 +138,7 @@ def test_uploads_carry_their_md5_and_a_generation_precondition(gcs_bucket, monke
     from google.cloud.storage import Blob
 
     client, bucket = gcs_bucket
-    store = GcsStore(f"gs://{bucket.name}")
+    store = GcsStore(f"gs://{bucket.name}", client)
     sent = []
     upload = Blob.upload_from_string
 

@@ -506,7 +506,7 @@ def test_run_and_step_pods_built_from_these_values_are_valid(kv):
     pods = {
         "run": job("execute_run", run_context),
         "transcripts": job("execute_step", step(k8s.gpu_step(cluster))),
-        "validated_audio": job("execute_step", step(k8s.STEP_TAGS["validated_audio"])),
+        "validated_audio": job("execute_step", step(k8s.CPU_STEPS["validated_audio"])),
     }
     for name, manifest in pods.items():
         for version in k8s_versions(kv):

@@ -12,8 +12,8 @@ from diary_platform.domain.ingest.batches import BatchStore
 from diary_platform.domain.ingest.landing import BatchLimits, LandingCursor, LandingScanner
 from diary_platform.domain.ingest.claims import Claims
 from diary_platform.domain.store.layout import DataStore
-from diary_platform.resources import build_resources
-from diary_platform.sensors.landing_sensor import landing_sensor
+from diary_platform.definitions import build_resources
+from diary_platform.batch.landing_sensor import landing_sensor
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
 
@@ -200,7 +200,7 @@ def test_the_dagster_sensor_adds_partitions_and_one_run_per_batch(tmp_path, monk
     monkeypatch.setenv("DIARY_BATCH_MAX_FILES", "2")
     from diary_platform.settings import Settings
 
-    settings = Settings.from_env()
+    settings = Settings()
     for index in range(3):
         path = settings.landing_dir / "alice" / f"{index}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -42,10 +42,11 @@ def clean(fake):
     fake.scripts.clear()
 
 
-def router(fake, tmp_path, *, openai=True, anthropic=True, ollama=False, **overrides) -> NoteRouter:
+def router(fake, tmp_path, *, openai=True, anthropic=True, ollama=False, openai_models=(GPT,), context_tokens=100_000,
+           **overrides) -> NoteRouter:
     providers = []
     if openai:
-        providers.append(ProviderSpec("openai", "openai", (GPT,), "OPENAI_API_KEY", fake.openai_url))
+        providers.append(ProviderSpec("openai", "openai", openai_models, "OPENAI_API_KEY", fake.openai_url, context_tokens))
     if anthropic:
         providers.append(ProviderSpec("anthropic", "anthropic", (CLAUDE,), "ANTHROPIC_API_KEY", fake.anthropic_url))
     if ollama:
@@ -149,9 +150,7 @@ def test_a_failed_trial_call_opens_the_breaker_again(fake, tmp_path):
 @pytest.mark.parametrize("behaviour", ["bad_request", "not_found", "unprocessable"])
 def test_a_rejected_request_moves_on_to_the_same_providers_next_model(fake, tmp_path, behaviour):
     fake.script(OPENAI, GPT, behaviour)
-    chain = router(fake, tmp_path)
-    chain.chain[0] = (ProviderSpec("openai", "openai", (GPT, GPT_NEXT), "OPENAI_API_KEY", fake.openai_url), *chain.chain[0][1:])
-    note = chain.write(request())
+    note = router(fake, tmp_path, openai_models=(GPT, GPT_NEXT)).write(request())
     assert (note.provider, note.model) == ("openai", GPT_NEXT)
     assert note.fallback_path == [f"openai/{GPT}:rejected", f"openai/{GPT_NEXT}:ok"]
     assert attempts(fake, ANTHROPIC, CLAUDE) == 0
@@ -159,9 +158,7 @@ def test_a_rejected_request_moves_on_to_the_same_providers_next_model(fake, tmp_
 
 def test_a_refused_key_skips_the_providers_other_models(fake, tmp_path):
     fake.script(OPENAI, GPT, "auth")
-    chain = router(fake, tmp_path)
-    chain.chain[0] = (ProviderSpec("openai", "openai", (GPT, GPT_NEXT), "OPENAI_API_KEY", fake.openai_url), *chain.chain[0][1:])
-    note = chain.write(request())
+    note = router(fake, tmp_path, openai_models=(GPT, GPT_NEXT)).write(request())
     assert note.provider == "anthropic" and attempts(fake, OPENAI, GPT_NEXT) == 0
     assert note.fallback_path == [f"openai/{GPT}:auth", f"anthropic/{CLAUDE}:ok"]
 
@@ -262,7 +259,7 @@ call_timeout_seconds: 5
     from diary_platform.settings import Settings
 
     with dg.instance_for_test() as instance:
-        report = process_files([c.path for c in clips[:3]], "alice", Settings.from_env(), instance)
+        report = process_files([c.path for c in clips[:3]], "alice", Settings(), instance)
     key = report.results[0].batch_key
     notes = pl.read_parquet(tmp_path / "data" / "hot" / "tables" / "diary_notes" / f"{key}.parquet")
     assert notes.height == 3 and (notes["status"] == "ok").all()
@@ -277,10 +274,7 @@ call_timeout_seconds: 5
 
 def test_a_long_transcript_is_split_under_the_context_limit_and_reduced(fake, tmp_path):
     long = [{"start": float(i), "end": i + 1.0, "text": f"Sentence number {i} about the long day at the office."} for i in range(60)]
-    small = router(fake, tmp_path, anthropic=False)
-    small.chain[0] = (ProviderSpec("openai", "openai", (GPT,), "OPENAI_API_KEY", fake.openai_url, context_tokens=400),
-                      *small.chain[0][1:])
-    note = small.write(request(segments=long))
+    note = router(fake, tmp_path, anthropic=False, context_tokens=400).write(request(segments=long))
     calls = fake.requests(OPENAI, GPT)
     assert len(calls) > 1, "one call per chunk"
     for call in calls:

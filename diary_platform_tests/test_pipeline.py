@@ -7,13 +7,13 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from diary_platform.definitions import batch_assets, batch_checks
+from diary_platform import batch
 from diary_platform.domain.schemas import SCHEMAS
 from diary_platform.domain.store.layout import DataStore
 from diary_platform.domain.speech.transcription import load_model
 from diary_platform.evaluation import word_error_rate
-from diary_platform.resources import build_resources
-from diary_platform.sensors.landing_sensor import landing_sensor
+from diary_platform.definitions import build_resources
+from diary_platform.batch.landing_sensor import landing_sensor
 from diary_platform_tests.conftest import drop
 
 # Measured on these clips with the bundled tiny.en (int8, beam 5, VAD): 0.044; the bound leaves room for noise only.
@@ -43,7 +43,7 @@ def processed(tmp_path_factory, clips):
         env.setenv("DIARY_BATCH_MAX_FILES", "64")
         from diary_platform.settings import Settings
 
-        settings = Settings.from_env()
+        settings = Settings()
         landing = settings.landing_dir
         uploads = {clip.path.name: drop(landing, "alice", clip.path) for clip in clips}
         (landing / "alice").mkdir(parents=True, exist_ok=True)
@@ -58,7 +58,7 @@ def processed(tmp_path_factory, clips):
             assert len(second.run_requests) == 1
             request = second.run_requests[0]
             result = dg.materialize(
-                [*batch_assets, *batch_checks], partition_key=request.partition_key, instance=instance, resources=resources
+                [*batch.assets(settings), *batch.CHECKS], partition_key=request.partition_key, instance=instance, resources=resources
             )
             assert result.success
             yield {

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -14,15 +15,16 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from diary_platform.assets.storage_tiers import TieringPolicyResource, storage_tiers
-from diary_platform.definitions import batch_assets, batch_checks
+from diary_platform import batch
 from diary_platform.domain.ingest.landing import batch_files
 from diary_platform.domain.store.objects import LocalTieredStore, atomic_writer
 from diary_platform.domain.store.layout import ContentChanged, DataStore
 from diary_platform.domain.store.tiering import TieringPolicy, apply_tiering
 from diary_platform.io_manager import ParquetIOManager
-from diary_platform.resources import build_resources
+from diary_platform.definitions import build_resources
+from diary_platform.resources import open_store
 from diary_platform.runner import process_files
+from diary_platform_tests.conftest import run_job
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*") if p.suffix in {".flac", ".mp3"})
@@ -31,7 +33,9 @@ EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*") if p.suffix in {".fl
 HALF_WRITER = """
 import sys, time
 from diary_platform.domain.store.layout import DataStore
-store = DataStore.open(sys.argv[1], sys.argv[2])
+from diary_platform.resources import open_store
+from diary_platform.settings import Settings
+store = open_store(Settings(data_dir=sys.argv[1], storage_uri=sys.argv[2]))
 payload = b"new " * (int(sys.argv[4]) // 4)
 with store.objects.writer(sys.argv[3]) as handle:
     handle.write(payload[: len(payload) // 2])
@@ -69,7 +73,7 @@ def test_a_write_that_fails_halfway_keeps_the_previous_version(tmp_path):
 
 
 def test_a_killed_writer_leaves_the_previous_version_and_no_partial_object(tmp_path):
-    store = DataStore.open(tmp_path)
+    store = DataStore(tmp_path)
     store.objects.write_bytes("tables/notes/b1.parquet", b"version one")
     kill_writer_halfway(tmp_path, "", "tables/notes/b1.parquet", 8 << 20)
     assert store.objects.read_bytes("tables/notes/b1.parquet") == b"version one"
@@ -90,7 +94,7 @@ def test_atomic_writer_renames_only_complete_files(tmp_path):
 
 
 def test_originals_are_stored_once_per_content_and_unchanged_values_are_not_rewritten(tmp_path):
-    store = DataStore.open(tmp_path / "data")
+    store = DataStore(tmp_path / "data")
     upload = tmp_path / "memo.M4A"
     upload.write_bytes(b"audio bytes")
     sha = hashlib.sha256(b"audio bytes").hexdigest()
@@ -150,22 +154,16 @@ def processed_examples(settings):
 
 
 def _materialize_tiers(settings, instance, as_of: datetime, **policy) -> dg.ExecuteInProcessResult:
-    """The storage job's asset, judged as if the clock read `as_of`."""
-    resources = build_resources(settings)
+    """The storage job, judged as if the clock read `as_of`, under the settings' policy changed by `policy`."""
     if policy:
-        resources["tiering"] = TieringPolicyResource(**{**resources["tiering"].model_dump(), **policy})
-    return dg.materialize(
-        [storage_tiers],
-        instance=instance,
-        resources=resources,
-        run_config={"ops": {"storage_tiers": {"config": {"as_of": as_of.isoformat()}}}},
-    )
+        settings = settings.model_copy(update={"tiering": replace(settings.tiering, **policy)})
+    return run_job(settings, "storage_job", instance, run_config={"ops": {"storage_tiers": {"config": {"as_of": as_of.isoformat()}}}})
 
 
 def _tiers(settings) -> dict[str, set[str]]:
     """Tiers in use per top folder, leaving out the report itself (rewritten to hot by every run)."""
     by_asset: dict[str, set[str]] = {}
-    for stored in settings.data_store().objects.scan():
+    for stored in open_store(settings).objects.scan():
         if stored.key.startswith("tables/storage_tiers/"):
             continue
         by_asset.setdefault(stored.key.split("/")[0], set()).add(stored.tier)
@@ -174,8 +172,8 @@ def _tiers(settings) -> dict[str, set[str]]:
 
 def test_tiering_moves_data_tier_by_tier_and_every_asset_still_loads(processed_examples):
     settings, instance, report = processed_examples
-    batch = report.results[0].batch_key
-    store = settings.data_store()
+    batch_key = report.results[0].batch_key
+    store = open_store(settings)
     before = {o.key: store.objects.read_bytes(o.key) for o in store.objects.scan()}
     now = datetime.now(timezone.utc)
 
@@ -187,7 +185,8 @@ def test_tiering_moves_data_tier_by_tier_and_every_asset_still_loads(processed_e
     assert metadata["moved_objects"].value == len(before) + 1, "everything, and the previous report"
     assert metadata["warm_objects"].value == len(before) + 1 and metadata["hot_objects"].value == 0
     assert set().union(*_tiers(settings).values()) == {"warm"}
-    assert "| transcripts | warm |" in metadata["report"].value
+    report = {(r.data["asset"], r.data["tier"]): r.data["objects"] for r in metadata["report"].value.records}
+    assert report[("transcripts", "warm")] > 0 and report[("transcripts", "hot")] == 0
 
     _materialize_tiers(settings, instance, now + timedelta(days=181))
     assert set().union(*_tiers(settings).values()) == {"cold"}
@@ -197,13 +196,13 @@ def test_tiering_moves_data_tier_by_tier_and_every_asset_still_loads(processed_e
     after = {o.key: store.objects.read_bytes(o.key) for o in store.objects.scan() if not o.key.startswith("tables/storage_tiers")}
     assert after == {k: v for k, v in before.items() if not k.startswith("tables/storage_tiers")}
     for name in ("raw_audio", "validated_audio", "transcripts", "diary_notes"):
-        assert store.read_table(name, batch).height == len(EXAMPLES)
-    notes = store.read_table("diary_notes", batch)
+        assert store.read_table(name, batch_key).height == len(EXAMPLES)
+    notes = store.read_table("diary_notes", batch_key)
     assert all(store.read_text(uri).startswith("# ") for uri in notes["note_uri"])
 
     resources = build_resources(settings)
     again = dg.materialize(
-        [*batch_assets, *batch_checks], partition_key=batch, instance=instance, resources=resources,
+        [*batch.assets(settings), *batch.CHECKS], partition_key=batch_key, instance=instance, resources=resources,
         selection=dg.AssetSelection.assets("diary_notes"),
     )
     assert again.success, "diary_notes re-materialized from transcripts stored in the cold tier"
@@ -222,7 +221,7 @@ def test_retention_deletes_only_old_originals_and_records_them_first(processed_e
     result = _materialize_tiers(settings, instance, now + timedelta(days=40), delete_originals_after_days=30)
     metadata = result.asset_materializations_for_node("storage_tiers")[0].metadata
     assert metadata["deleted_originals"].value == len(EXAMPLES)
-    store = settings.data_store()
+    store = open_store(settings)
     assert not [o for o in store.objects.scan("audio/original/")]
     assert len(list(store.objects.scan("audio/normalised/"))) == len(EXAMPLES)
     [record] = list(store.objects.scan("records/retention/"))
@@ -264,16 +263,16 @@ class FlakyIOManager(ParquetIOManager):
 
 def test_a_transient_storage_fault_is_retried_by_the_steps_retry_policy(settings):
     resources = build_resources(settings)
-    resources["io_manager"] = FlakyIOManager(storage=resources["storage"])
+    resources["io_manager"] = FlakyIOManager(store=resources["store"])
     FAILED_ONCE.clear()
-    storage = resources["storage"]
+    storage = resources["store"]
     [manifest], _ = batch_files(
         [EXAMPLES[0]], "alice", datetime.now(timezone.utc), storage.batches, storage.claims, settings.batch_limits
     )
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("batches", [manifest.key])
         result = dg.materialize(
-            [*batch_assets, *batch_checks], partition_key=manifest.key, instance=instance, resources=resources
+            [*batch.assets(settings), *batch.CHECKS], partition_key=manifest.key, instance=instance, resources=resources
         )
         assert result.success
         retried = [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]

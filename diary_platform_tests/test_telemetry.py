@@ -9,9 +9,9 @@ from opentelemetry.sdk.metrics import MeterProvider
 from diary_platform import telemetry
 from diary_platform.domain import instruments
 
-from diary_platform.definitions import batch_assets, batch_checks
-from diary_platform.resources import build_resources
-from diary_platform.sensors.landing_sensor import landing_sensor
+from diary_platform import batch
+from diary_platform.definitions import build_resources
+from diary_platform.batch.landing_sensor import landing_sensor
 from diary_platform_tests.conftest import drop, free_port
 
 STEPS = ["raw_audio step", "validated_audio step", "transcripts step", "diary_notes step"]
@@ -34,7 +34,7 @@ def test_one_batch_gives_a_trace_from_the_sensor_tick_to_every_recording(setting
         assert request.tags["diary/traceparent"].startswith("00-")
         instance.add_dynamic_partitions("batches", [request.partition_key])
         result = dg.materialize(
-            [*batch_assets, *batch_checks], partition_key=request.partition_key, instance=instance,
+            [*batch.assets(settings), *batch.CHECKS], partition_key=request.partition_key, instance=instance,
             resources=resources, tags=request.tags,
         )
     spans = exporter.get_finished_spans()

@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 
 from diary_platform.domain.ingest.landing import batch_files
-from diary_platform.resources import build_resources
+from diary_platform.definitions import build_resources
 from diary_platform_tests.conftest import free_port, unavailable
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,8 +52,8 @@ def webserver(tmp_path, clips):
     try:
         from diary_platform.settings import Settings
 
-        settings = Settings.from_env()
-        storage = build_resources(settings)["storage"]
+        settings = Settings()
+        storage = build_resources(settings)["store"]
         [manifest], _ = batch_files(
             [c.path for c in clips[:2]], "alice", datetime.now(timezone.utc), storage.batches, storage.claims,
             settings.batch_limits,
@@ -150,11 +150,11 @@ def test_the_ui_shows_lineage_runs_a_batch_and_shows_the_note_and_the_cost_repor
         page.screenshot(path=str(ARTIFACTS / "note_preview.png"))
 
         day = datetime.now(timezone.utc).date().isoformat()
-        resources = build_resources(webserver["settings"])
-        from diary_platform.assets.cost_report import cost_report
+        settings = webserver["settings"]
+        from diary_platform.daily.cost_report import cost_report_asset
 
         with dg.DagsterInstance.get() as instance:
-            dg.materialize([cost_report], partition_key=day, instance=instance, resources=resources)
+            dg.materialize([cost_report_asset(settings)], partition_key=day, instance=instance, resources=build_resources(settings))
         page.goto(f"{url}/assets/cost_report?view=events&partition={day}")
         expect(page.get_by_text("usd_per_audio_hour").first).to_be_visible()
         expect(page.get_by_text("alice").first).to_be_visible()

@@ -18,18 +18,19 @@ import numpy as np
 import polars as pl
 import pytest
 
-from diary_platform.definitions import batch_assets, batch_checks
+from diary_platform import batch
 from diary_platform.domain import stages
 from diary_platform.domain.audio.decode import AudioRejected, decode_to_wav
 from diary_platform.domain.ingest.landing import batch_files
 from diary_platform.domain.speech.guards import GuardConfig, apply_guards, has_repetition_loop
 from diary_platform.domain.ingest.quarantine import list_quarantine
+from diary_platform.domain.catalog import Catalog
 from diary_platform.domain.audio.sandbox import DecodeSandbox, SandboxLimits, SandboxPool
 from diary_platform.domain.schemas import RAW_AUDIO, table
 from diary_platform.domain.store.layout import DataStore
 from diary_platform.domain.speech.transcription import Segment
 from diary_platform.io_manager import ParquetIOManager
-from diary_platform.resources import build_resources
+from diary_platform.definitions import build_resources
 from diary_platform.runner import process_files, redrive
 from diary_platform_tests.conftest import DATA
 
@@ -67,7 +68,7 @@ def bad_batch(tmp_path_factory):
         env.setenv("DIARY_BATCH_MAX_FILES", "64")
         from diary_platform.settings import Settings
 
-        settings = Settings.from_env()
+        settings = Settings()
         files = bad_corpus(root / "uploads")
         files.insert(3, Path(shutil.copy(GOOD, root / "uploads" / "Tagebuch März 3.flac")))
         before = {f: f.read_bytes() for f in files}
@@ -138,7 +139,7 @@ def test_originals_are_never_modified_and_stored_names_come_from_the_hash(bad_ba
 
 
 def test_the_quarantine_lists_every_rejected_recording(bad_batch):
-    listed = {r.source_name: r for r in list_quarantine(DataStore(bad_batch["settings"].data_dir))}
+    listed = {r.source_name: r for r in list_quarantine(Catalog(DataStore(bad_batch["settings"].data_dir)))}
     assert set(listed) == {n for n, (status, _) in EXPECTED.items() if status == "quarantined"}
     assert listed["silence_6h.flac"].reason == "too_long"
     assert listed["silence_6h.flac"].stored_original.startswith("file://")
@@ -147,7 +148,7 @@ def test_the_quarantine_lists_every_rejected_recording(bad_batch):
 FAULTY_WORKER = textwrap.dedent(
     """
     import ctypes, os, sys, time
-    from diary_platform.domain import decode_worker
+    from diary_platform.domain.audio import decode_worker
 
     real = decode_worker.handle
 
@@ -273,18 +274,18 @@ def test_a_redrive_after_raising_a_limit_processes_exactly_the_quarantined_recor
 
     files = [clip.path for clip in clips[:4]]
     with dg.instance_for_test() as instance:
-        first = process_files(files, "alice", Settings.from_env(), instance)
+        first = process_files(files, "alice", Settings(), instance)
         too_long = {r.recording_id for r in first.results if r.reason == "too_long"}
         ok = {r.recording_id for r in first.results if r.status == "ok"}
         assert too_long and ok, "the limit splits the clips"
-        assert {r.recording_id for r in list_quarantine(DataStore(tmp_path / "data"))} == too_long
+        assert {r.recording_id for r in list_quarantine(Catalog(DataStore(tmp_path / "data")))} == too_long
 
         monkeypatch.setenv("DIARY_MAX_AUDIO_SECONDS", "3600")
-        second = redrive(Settings.from_env(), instance)
+        second = redrive(Settings(), instance)
         assert {r.recording_id for r in second.results} == too_long
         assert all(r.status == "ok" and r.transcript for r in second.results)
-        assert list_quarantine(DataStore(tmp_path / "data")) == []
-        assert redrive(Settings.from_env(), instance).results == []
+        assert list_quarantine(Catalog(DataStore(tmp_path / "data"))) == []
+        assert redrive(Settings(), instance).results == []
 
 
 def test_guards_catch_a_repetition_loop_and_silence_hallucinations():
@@ -320,16 +321,16 @@ def test_the_schema_check_blocks_downstream_of_a_broken_stored_table(tmp_path, m
     monkeypatch.setenv("DIARY_DATA_DIR", str(tmp_path / "data"))
     from diary_platform.settings import Settings
 
-    settings = Settings.from_env()
-    resources = {**build_resources(settings), "io_manager": CorruptingIOManager(storage=build_resources(settings)["storage"])}
-    storage = resources["storage"]
+    settings = Settings()
+    resources = {**build_resources(settings), "io_manager": CorruptingIOManager(store=build_resources(settings)["store"])}
+    storage = resources["store"]
     [manifest], _ = batch_files(
         [GOOD], "alice", datetime.now(timezone.utc), storage.batches, storage.claims, settings.batch_limits
     )
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("batches", [manifest.key])
         result = dg.materialize(
-            [*batch_assets, *batch_checks], partition_key=manifest.key, instance=instance,
+            [*batch.assets(settings), *batch.CHECKS], partition_key=manifest.key, instance=instance,
             resources=resources, raise_on_error=False,
         )
         evaluations = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
@@ -347,7 +348,7 @@ def test_the_quarantine_share_check_warns_when_most_of_a_batch_is_rejected(tmp_p
     uploads = bad_corpus(tmp_path / "uploads")
     files = [u for u in uploads if u.name in {"empty.wav", "not_audio.mp3", "random_bytes.flac"}] + [GOOD]
     with dg.instance_for_test() as instance:
-        report = process_files(files, "alice", Settings.from_env(), instance)
+        report = process_files(files, "alice", Settings(), instance)
         assert sum(r.status == "ok" for r in report.results) == 1
         key = dg.AssetCheckKey(dg.AssetKey("validated_audio"), "quarantine_share")
         record = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
@@ -403,7 +404,7 @@ def test_a_decoder_writing_past_the_decoded_size_limit_is_stopped_by_the_kernel(
     uncounted = tmp_path / "uncounted_worker.py"
     uncounted.write_text(textwrap.dedent(
         """
-        from diary_platform.domain import decode_worker
+        from diary_platform.domain.audio import decode_worker
 
         real = decode_worker.handle
         decode_worker.handle = lambda request: real({**request, "max_seconds": 10 ** 9})

@@ -24,6 +24,13 @@ STORAGE_TIERS = "storage_tiers"
 BATCH_TABLES = (RAW_AUDIO, VALIDATED_AUDIO, TRANSCRIPTS, DIARY_NOTES)
 
 
+def latest_rows(rows: pl.DataFrame) -> pl.DataFrame:
+    """Of rows from several batches, each recording's row from the newest batch (batch keys sort by time)."""
+    if rows.is_empty():
+        return rows
+    return rows.sort("batch_key").group_by("recording_id", maintain_order=True).last()
+
+
 class Catalog:
     def __init__(self, store: DataStore):
         self.store = store
@@ -46,12 +53,13 @@ class Catalog:
     def of_day(self, name: str, day: date) -> pl.DataFrame:
         return self.created_between(name, day, day)
 
+    def every_batch(self, name: str) -> pl.DataFrame:
+        """The tables of all batches as one table, oldest batch first."""
+        return self._concat(self.batch(name, key) for key in self.keys(name))
+
     def latest(self, name: str) -> pl.DataFrame:
         """Each recording's row from the newest batch that holds it."""
-        rows = self._concat(self.batch(name, key) for key in self.keys(name))
-        if rows.is_empty():
-            return rows
-        return rows.sort("batch_key").group_by("recording_id", maintain_order=True).last()
+        return latest_rows(self.every_batch(name))
 
     def recordings_of_batch(self, key: str) -> dict[str, dict[str, dict]]:
         """Per content hash, its row in each of the batch's tables that exists so far."""

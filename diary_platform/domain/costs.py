@@ -109,14 +109,3 @@ _SCHEMA = {
     "storage_bytes": pl.Int64,
     "storage_usd": pl.Float64,
 }
-
-
-def to_markdown(report: pl.DataFrame) -> str:
-    columns = ["user", "recordings", "audio_hours", "compute_usd", "llm_usd", "storage_usd", "total_usd", "usd_per_audio_hour"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in report.select(columns).iter_rows(named=True):
-        cells = [row["user"], str(row["recordings"]), f"{row['audio_hours']:.4f}"]
-        cells += [f"${row[c]:.6f}" for c in ("compute_usd", "llm_usd", "storage_usd", "total_usd")]
-        cells.append(f"${row['usd_per_audio_hour']:.4f}" if row["usd_per_audio_hour"] is not None else "–")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)

@@ -61,5 +61,10 @@ def use(instruments: Instruments) -> Instruments:
     return previous
 
 
+def current_span() -> trace.Span:
+    """The span of the recording being worked on, for attributes only known once the work is done."""
+    return trace.get_current_span()
+
+
 def recording_attributes(row: dict) -> dict:
     return {"diary.recording_id": row["recording_id"], "diary.user": row["user"], BATCH: row["batch_key"]}

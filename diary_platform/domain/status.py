@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from diary_platform.domain.store.layout import DataStore
+from diary_platform.domain.catalog import DIARY_NOTES, TRANSCRIPTS, VALIDATED_AUDIO, Catalog
 
 
 @dataclass(frozen=True)
@@ -19,13 +19,13 @@ class BatchStatus:
         return self.audio_seconds / self.transcribe_seconds if self.transcribe_seconds else 0.0
 
 
-def recent_batches(store: DataStore, limit: int = 10) -> list[BatchStatus]:
-    keys = sorted(store.table_partitions("validated_audio"), reverse=True)
+def recent_batches(catalog: Catalog, limit: int = 10) -> list[BatchStatus]:
+    keys = sorted(catalog.keys(VALIDATED_AUDIO), reverse=True)
     batches = []
     for key in keys[:limit]:
-        validated = store.read_table("validated_audio", key)
-        transcripts = store.read_table("transcripts", key) if store.has_table("transcripts", key) else None
-        notes = store.read_table("diary_notes", key) if store.has_table("diary_notes", key) else None
+        validated = catalog.batch(VALIDATED_AUDIO, key)
+        transcripts = catalog.batch(TRANSCRIPTS, key) if catalog.has(TRANSCRIPTS, key) else None
+        notes = catalog.batch(DIARY_NOTES, key) if catalog.has(DIARY_NOTES, key) else None
         batches.append(
             BatchStatus(
                 batch_key=key,

@@ -18,12 +18,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from diary_platform.domain.ingest.batches import BatchItem, BatchManifest, BatchStore, new_batch_key
 from diary_platform.domain.store.hashing import sha256_file
 from diary_platform.domain.ingest.claims import LandingFileKey, Claims
 
 DEFAULT_USER = "default"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -36,19 +38,52 @@ class BatchLimits:
     max_batches_per_tick: int = 64
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """A hashed upload waiting for its batch to close, and since when (ISO time)."""
+
+    item: BatchItem
+    ready_at: str
+
+
 @dataclass
 class LandingCursor:
     pending: dict[str, list[int]] = field(default_factory=dict)
-    waiting: list[dict] = field(default_factory=list)
+    waiting: list[Waiting] = field(default_factory=list)
     resume_after: str = ""
     last_batch: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        raw = {**asdict(self), "waiting": [{**asdict(w.item), "ready_at": w.ready_at} for w in self.waiting]}
+        return json.dumps(raw, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | None) -> "LandingCursor":
-        return cls(**json.loads(text)) if text else cls()
+        if not text:
+            return cls()
+        raw = json.loads(text)
+        waiting = [Waiting(BatchItem(**{k: v for k, v in w.items() if k != "ready_at"}), w["ready_at"]) for w in raw.pop("waiting")]
+        return cls(waiting=waiting, **raw)
+
+
+@dataclass(frozen=True)
+class StableFile:
+    """A landing file whose size and mtime have not changed since the last tick: finished uploading."""
+
+    relative_path: str
+    absolute_path: str
+    key: LandingFileKey
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What one bounded pass over the landing folder saw."""
+
+    pending: dict[str, list[int]]
+    stable: list[StableFile]
+    scanned: int
+    refused: int
+    resume_after: str
 
 
 @dataclass(frozen=True)
@@ -143,17 +178,17 @@ class LandingScanner:
 
     def tick(self, cursor: LandingCursor, now: datetime) -> TickResult:
         recovered = self._recover(cursor, now)
-        pending, stable, scanned, refused, resume_after = self._scan(cursor)
-        waiting, duplicates = self._hash_new(stable, cursor.waiting, now, pending)
+        scan = self._scan(cursor)
+        waiting, duplicates = self._hash_new(scan, cursor.waiting, now)
         closed, waiting = self._close_batches(waiting, now)
         batches = recovered + closed
         new_cursor = LandingCursor(
-            pending=pending,
+            pending=scan.pending,
             waiting=waiting,
-            resume_after=resume_after,
+            resume_after=scan.resume_after,
             last_batch=max([b.key for b in batches], default=cursor.last_batch),
         )
-        return TickResult(batches, new_cursor, scanned, duplicates, refused)
+        return TickResult(batches, new_cursor, scan.scanned, duplicates, scan.refused)
 
     def _recover(self, cursor: LandingCursor, now: datetime) -> list[BatchManifest]:
         """Manifests written after the last emitted batch whose partition never got added."""
@@ -172,11 +207,11 @@ class LandingScanner:
     def _file_key(self, item: BatchItem) -> LandingFileKey:
         return LandingFileKey(item.user, item.relative_path, item.size, item.mtime_ns)
 
-    def _scan(self, cursor: LandingCursor) -> tuple[dict[str, list[int]], list[tuple], int, int, str]:
+    def _scan(self, cursor: LandingCursor) -> Scan:
         start = cursor.resume_after
-        waiting_paths = {w["relative_path"] for w in cursor.waiting}
+        waiting_paths = {w.item.relative_path for w in cursor.waiting}
         seen: dict[str, list[int]] = {}
-        stable: list[tuple] = []
+        stable: list[StableFile] = []
         scanned = 0
         refused = 0
         last = ""
@@ -200,7 +235,7 @@ class LandingScanner:
             if self.claims.file_taken(key):
                 continue
             if cursor.pending.get(relative_path) == observed:
-                stable.append((relative_path, entry.path, key))
+                stable.append(StableFile(relative_path, entry.path, key))
             else:
                 seen[relative_path] = observed
         end = last if not exhausted else None
@@ -209,43 +244,43 @@ class LandingScanner:
             for path, observed in cursor.pending.items()
             if not (path > start and (end is None or path <= end))
         }
-        return {**untouched, **seen}, stable, scanned, refused, (last if not exhausted else "")
+        return Scan({**untouched, **seen}, stable, scanned, refused, last if not exhausted else "")
 
-    def _hash_new(
-        self, stable: list[tuple], waiting: list[dict], now: datetime, pending: dict[str, list[int]]
-    ) -> tuple[list[dict], int]:
+    def _hash_new(self, scan: Scan, waiting: list[Waiting], now: datetime) -> tuple[list[Waiting], int]:
+        """Hash the stable files (within the byte budget; the rest wait for the next tick) and queue new content."""
         waiting = list(waiting)
-        waiting_hashes = {w["content_sha256"] for w in waiting}
+        waiting_hashes = {w.item.content_sha256 for w in waiting}
         hashed_bytes = 0
         duplicates = 0
-        for relative_path, absolute_path, key in stable:
+        for stable in scan.stable:
+            key = stable.key
             if hashed_bytes and hashed_bytes + key.size > self.limits.max_bytes_hashed:
-                pending[relative_path] = [key.size, key.mtime_ns]
+                scan.pending[stable.relative_path] = [key.size, key.mtime_ns]
                 continue
             hashed_bytes += key.size
-            content_sha256 = sha256_file(Path(absolute_path))
+            content_sha256 = sha256_file(Path(stable.absolute_path))
             owner = self.claims.content_batch(content_sha256)
             if owner is not None or content_sha256 in waiting_hashes:
                 duplicates += 1
                 self.claims.mark_file_taken(key, content_sha256, owner)
                 continue
             waiting_hashes.add(content_sha256)
-            item = BatchItem(key.user, absolute_path, relative_path, key.size, key.mtime_ns, content_sha256)
-            waiting.append({**asdict(item), "ready_at": now.isoformat()})
+            item = BatchItem(key.user, stable.absolute_path, stable.relative_path, key.size, key.mtime_ns, content_sha256)
+            waiting.append(Waiting(item, now.isoformat()))
         return waiting, duplicates
 
-    def _close_batches(self, waiting: list[dict], now: datetime) -> tuple[list[BatchManifest], list[dict]]:
+    def _close_batches(self, waiting: list[Waiting], now: datetime) -> tuple[list[BatchManifest], list[Waiting]]:
         closed: list[BatchManifest] = []
-        queue = sorted(waiting, key=lambda w: w["ready_at"])
+        queue = sorted(waiting, key=lambda w: w.ready_at)
         while queue and len(closed) < self.limits.max_batches_per_tick:
-            oldest_wait = now - datetime.fromisoformat(queue[0]["ready_at"])
-            total_bytes = sum(w["size"] for w in queue)
+            oldest_wait = now - datetime.fromisoformat(queue[0].ready_at)
+            total_bytes = sum(w.item.size for w in queue)
             full = len(queue) >= self.limits.max_files or total_bytes >= self.limits.max_bytes
             if not full and oldest_wait < timedelta(seconds=self.limits.max_wait_seconds):
                 break
-            chunk = list(_take_chunk(queue, self.limits))
+            chunk = list(_take_chunk(queue, self.limits, size=lambda w: w.item.size))
             queue = queue[len(chunk) :]
-            items = [BatchItem(**{k: v for k, v in w.items() if k != "ready_at"}) for w in chunk]
+            items = [w.item for w in chunk]
             file_keys = {i.source_path: self._file_key(i) for i in items}
             manifest = commit_batch(items, now, self.batch_store, self.claims, file_keys)
             if manifest is not None:
@@ -253,16 +288,16 @@ class LandingScanner:
         return closed, queue
 
 
-def _take_chunk(queue: Iterable[dict], limits: BatchLimits) -> Iterator[dict]:
+def _take_chunk(queue: Iterable[T], limits: BatchLimits, size: Callable[[T], int]) -> Iterator[T]:
     """The longest prefix within the file and byte limits, and never an empty batch."""
     count = 0
     total = 0
-    for waiting in queue:
-        if count and (count >= limits.max_files or total + waiting["size"] > limits.max_bytes):
+    for entry in queue:
+        if count and (count >= limits.max_files or total + size(entry) > limits.max_bytes):
             return
         count += 1
-        total += waiting["size"]
-        yield waiting
+        total += size(entry)
+        yield entry
 
 
 @dataclass(frozen=True)
@@ -281,7 +316,7 @@ def batch_files(
     limits: BatchLimits,
 ) -> tuple[list[BatchManifest], list[KnownFile]]:
     """Batches for files handed over directly (the CLI); content ingested before is returned as known."""
-    fresh: list[dict] = []
+    fresh: list[BatchItem] = []
     known: list[KnownFile] = []
     hashes: set[str] = set()
     for path in files:
@@ -292,13 +327,12 @@ def batch_files(
             known.append(KnownFile(path, content_sha256, owner))
             continue
         hashes.add(content_sha256)
-        item = BatchItem(user, str(path.resolve()), path.name, stat.st_size, stat.st_mtime_ns, content_sha256)
-        fresh.append(asdict(item))
+        fresh.append(BatchItem(user, str(path.resolve()), path.name, stat.st_size, stat.st_mtime_ns, content_sha256))
     manifests = []
     while fresh:
-        chunk = list(_take_chunk(fresh, limits))
+        chunk = list(_take_chunk(fresh, limits, size=lambda item: item.size))
         fresh = fresh[len(chunk) :]
-        manifest = commit_batch([BatchItem(**w) for w in chunk], now, batch_store, claims)
+        manifest = commit_batch(chunk, now, batch_store, claims)
         if manifest is not None:
             manifests.append(manifest)
     resolved = [KnownFile(k.path, k.content_sha256, k.batch_key or claims.content_batch(k.content_sha256)) for k in known]

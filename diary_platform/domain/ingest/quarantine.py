@@ -12,7 +12,7 @@ import polars as pl
 
 from diary_platform.domain.ingest.batches import BatchItem, BatchManifest, BatchStore, new_batch_key
 from diary_platform.domain.schemas import STATUS_QUARANTINED
-from diary_platform.domain.store.layout import DataStore
+from diary_platform.domain.catalog import RAW_AUDIO, VALIDATED_AUDIO, Catalog, latest_rows
 
 
 @dataclass(frozen=True)
@@ -30,23 +30,13 @@ class QuarantinedRecording:
     recorded_at: datetime
 
 
-def _latest_rows(store: DataStore) -> pl.DataFrame:
-    validated = [store.read_table("validated_audio", key) for key in store.table_partitions("validated_audio")]
-    raw = [store.read_table("raw_audio", key) for key in store.table_partitions("raw_audio")]
-    if not validated:
-        return pl.DataFrame()
-    rows = pl.concat(validated, how="diagonal_relaxed")
-    sources = pl.concat(raw, how="diagonal_relaxed").select(
-        "recording_id", "batch_key", "source_path", "source_name", "size_bytes"
-    )
-    joined = rows.join(sources, on=["recording_id", "batch_key"], how="left")
-    return joined.sort("batch_key").group_by("recording_id", maintain_order=True).last()
-
-
-def list_quarantine(store: DataStore, reasons: set[str] | None = None) -> list[QuarantinedRecording]:
-    latest = _latest_rows(store)
-    if latest.is_empty():
+def list_quarantine(catalog: Catalog, reasons: set[str] | None = None) -> list[QuarantinedRecording]:
+    """Recordings whose latest validation rejected them, optionally only those with one of `reasons`."""
+    validated = catalog.every_batch(VALIDATED_AUDIO)
+    if validated.is_empty():
         return []
+    sources = catalog.every_batch(RAW_AUDIO).select("recording_id", "batch_key", "source_path", "source_name", "size_bytes")
+    latest = latest_rows(validated.join(sources, on=["recording_id", "batch_key"], how="left"))
     quarantined = latest.filter(pl.col("status") == STATUS_QUARANTINED)
     if reasons:
         quarantined = quarantined.filter(pl.col("reason").is_in(sorted(reasons)))

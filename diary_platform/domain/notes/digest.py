@@ -46,7 +46,9 @@ def _markdown(note: Note, day: date, rows: list[dict]) -> str:
 
 
 def write_digests(notes: pl.DataFrame, day: date, writer: NoteWriter) -> pl.DataFrame:
-    """One row per user who recorded something on `day`."""
+    """One row per user who recorded something on `day` (`notes`: any batches' notes, or none at all)."""
+    if notes.is_empty():
+        return table(DAILY_DIGEST, [])
     day_notes = notes_of_day(notes, day)
     digests = []
     for user in sorted(day_notes["user"].unique().to_list()):

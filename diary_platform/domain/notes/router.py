@@ -75,12 +75,23 @@ class OutputTruncated(Exception):
     pass
 
 
-@dataclass
-class _Tally:
-    """What one note's calls cost, across providers and repairs; spend is booked to `user` on `day`."""
+@dataclass(frozen=True)
+class _Route:
+    """One provider of the chain: what it is, its SDK client, and the breaker every process shares for it."""
 
-    user: str
-    day: date
+    spec: ProviderSpec
+    provider: Provider
+    breaker: pybreaker.CircuitBreaker
+
+
+@dataclass
+class _NoteInProgress:
+    """One note being written: the request and its segments, its deadline, and what its calls have cost so far
+    across providers and repairs (spend is booked to the request's user on the day it was recorded)."""
+
+    request: NoteRequest
+    segments: list[dict]
+    template: str
     deadline: float
     path: list[str] = field(default_factory=list)
     attempts: int = 0
@@ -88,6 +99,18 @@ class _Tally:
     output_tokens: int = 0
     cost_usd: float = 0.0
     remarks: list[str] = field(default_factory=list)
+
+    @property
+    def user(self) -> str:
+        return self.request.user
+
+    @property
+    def day(self) -> date:
+        return self.request.recorded_at.astimezone(timezone.utc).date()
+
+    def remark(self, remark: str) -> None:
+        if remark not in self.remarks:
+            self.remarks.append(remark)
 
 
 class NoteRouter:
@@ -97,7 +120,7 @@ class NoteRouter:
         self.prices = load_prices(Path(config.prices_file) if config.prices_file else None)
         self.spend = DailySpend(state_dir)
         self.local = LocalNoteWriter()
-        self.chain: list[tuple[ProviderSpec, Provider, pybreaker.CircuitBreaker]] = []
+        self.chain: list[_Route] = []
         for spec in config.providers:
             key = environ.get(spec.api_key_env) if spec.api_key_env else None
             if spec.api_key_env and not key:
@@ -107,87 +130,90 @@ class NoteRouter:
                 state_dir, spec.name, config.breaker_fail_max, config.breaker_reset_seconds,
                 exclude=[lambda error: not (isinstance(error, ProviderFailure) and error.kind == "unavailable")],
             )
-            self.chain.append((spec, provider, breaker))
+            self.chain.append(_Route(spec, provider, breaker))
 
     def write(self, request: NoteRequest) -> Note:
         started = time.monotonic()
-        deadline = started + self.config.note_deadline_seconds
-        tally = _Tally(request.user, request.recorded_at.astimezone(timezone.utc).date(), deadline)
-        segments = request.segments or [{"start": 0.0, "end": 0.0, "text": request.transcript}]
+        note = _NoteInProgress(
+            request=request,
+            segments=request.segments or [{"start": 0.0, "end": 0.0, "text": request.transcript}],
+            template=self.config.templates_by_user.get(request.user, self.config.template),
+            deadline=started + self.config.note_deadline_seconds,
+        )
         if request.transcript.strip():
-            for spec, provider, breaker in self.chain:
-                if spec.cloud and self.config.local_only:
-                    tally.path.append(f"{spec.name}:skipped(local_only)")
+            for route in self.chain:
+                if route.spec.cloud and self.config.local_only:
+                    note.path.append(f"{route.spec.name}:skipped(local_only)")
                     continue
-                if spec.cloud and self.spend.spent(tally.user, tally.day) >= self.config.budget_usd_per_user_per_day:
-                    tally.path.append(f"{spec.name}:skipped(budget)")
-                    _remark(tally, "Daily budget reached: cloud providers skipped, written by a free provider.")
+                if route.spec.cloud and self.spend.spent(note.user, note.day) >= self.config.budget_usd_per_user_per_day:
+                    note.path.append(f"{route.spec.name}:skipped(budget)")
+                    note.remark("Daily budget reached: cloud providers skipped, written by a free provider.")
                     continue
-                note = self._try_provider(spec, provider, breaker, request, segments, tally, deadline)
-                if note is not None:
-                    return self._finish(note, tally, started)
+                written = self._try_route(route, note)
+                if written is not None:
+                    return self._finish(written, note, started)
         fallback = self.local.write(request)
-        tally.path.append(f"{fallback.provider}/{fallback.model}:ok")
-        return self._finish(fallback, tally, started)
+        note.path.append(f"{fallback.provider}/{fallback.model}:ok")
+        return self._finish(fallback, note, started)
 
-    def _finish(self, note: Note, tally: _Tally, started: float) -> Note:
+    def _finish(self, written: Note, note: _NoteInProgress, started: float) -> Note:
         return replace(
-            note,
-            fallback_path=list(tally.path),
-            attempts=tally.attempts,
-            input_tokens=tally.input_tokens,
-            output_tokens=tally.output_tokens,
-            cost_usd=round(tally.cost_usd, 6),
+            written,
+            fallback_path=list(note.path),
+            attempts=note.attempts,
+            input_tokens=note.input_tokens,
+            output_tokens=note.output_tokens,
+            cost_usd=round(note.cost_usd, 6),
             latency_seconds=time.monotonic() - started,
-            remarks=list(tally.remarks),
+            remarks=list(note.remarks),
         )
 
-    def _try_provider(self, spec, provider, breaker, request, segments, tally, deadline) -> Note | None:
-        for model in spec.models:
-            if time.monotonic() >= deadline:
-                tally.path.append(f"{spec.name}/{model}:skipped(deadline)")
+    def _try_route(self, route: _Route, note: _NoteInProgress) -> Note | None:
+        """The provider's models in order: a rejected request or an unusable answer moves to its next model,
+        any other failure to the next provider."""
+        name = route.spec.name
+        for model in route.spec.models:
+            if time.monotonic() >= note.deadline:
+                note.path.append(f"{name}/{model}:skipped(deadline)")
                 return None
             try:
-                draft = self._draft(spec, provider, breaker, model, request, segments, tally)
+                draft = self._draft(route, model, note)
             except pybreaker.CircuitBreakerError:
-                tally.path.append(f"{spec.name}:skipped(breaker_open)")
+                note.path.append(f"{name}:skipped(breaker_open)")
                 return None
             except ProviderFailure as failure:
-                tally.attempts += failure.http_attempts
-                tally.path.append(f"{spec.name}/{model}:{failure.kind}")
+                note.attempts += failure.http_attempts
+                note.path.append(f"{name}/{model}:{failure.kind}")
                 if failure.kind == "quota":
-                    breaker.open()
+                    route.breaker.open()
                 if failure.kind == "rejected":
                     continue
                 return None
             except OutputTruncated:
-                tally.path.append(f"{spec.name}/{model}:truncated")
+                note.path.append(f"{name}/{model}:truncated")
                 continue
             except DraftRejected:
-                tally.path.append(f"{spec.name}/{model}:invalid_output")
+                note.path.append(f"{name}/{model}:invalid_output")
                 continue
-            tally.path.append(f"{spec.name}/{model}:ok")
-            return _note_from_draft(draft, spec.name, model, segments, self._template_name(request))
+            note.path.append(f"{name}/{model}:ok")
+            return _note_from_draft(draft, name, model, note.segments, note.template)
         return None
 
-    def _template_name(self, request: NoteRequest) -> str:
-        return self.config.templates_by_user.get(request.user, self.config.template)
-
-    def _draft(self, spec, provider, breaker, model, request, segments, tally) -> NoteDraft:
-        template = prompting.load_template(self._template_name(request))
-        redacted = self.config.redact and spec.cloud
-        budget = int(spec.context_tokens * CONTEXT_SHARE_FOR_TRANSCRIPT)
-        chunks = prompting.split_segments(segments, budget)
+    def _draft(self, route: _Route, model: str, note: _NoteInProgress) -> NoteDraft:
+        template = prompting.load_template(note.template)
+        redacted = self.config.redact and route.spec.cloud
+        budget = int(route.spec.context_tokens * CONTEXT_SHARE_FOR_TRANSCRIPT)
         drafts = []
-        for first, chunk in chunks:
+        for first, chunk in prompting.split_segments(note.segments, budget):
             transcript = prompting.render_transcript(chunk, redacted, first_index=first)
             messages = prompting.messages(template, transcript, json_schema())
-            drafts.append(self._checked(provider, breaker, model, messages, len(segments), tally))
+            drafts.append(self._checked(route, model, messages, note))
         return drafts[0] if len(drafts) == 1 else _reduce(drafts)
 
-    def _checked(self, provider, breaker, model, messages, segment_count, tally) -> NoteDraft:
+    def _checked(self, route: _Route, model: str, messages: list[dict], note: _NoteInProgress) -> NoteDraft:
         """One call, and one repair call when the output is unusable."""
-        text = self._call(provider, breaker, model, messages, tally)
+        text = self._call(route, model, messages, note)
+        segment_count = len(note.segments)
         try:
             return check_draft(text, segment_count, prompting.PROMPT_FINGERPRINTS)
         except DraftRejected as rejected:
@@ -195,28 +221,23 @@ class NoteRouter:
                 {"role": "assistant", "content": text},
                 {"role": "user", "content": f"That answer was rejected: {rejected} Reply with the corrected JSON object only."},
             ]
-            return check_draft(self._call(provider, breaker, model, repair, tally), segment_count, prompting.PROMPT_FINGERPRINTS)
+            return check_draft(self._call(route, model, repair, note), segment_count, prompting.PROMPT_FINGERPRINTS)
 
-    def _call(self, provider, breaker, model, messages, tally) -> str:
-        remaining = tally.deadline - time.monotonic()
+    def _call(self, route: _Route, model: str, messages: list[dict], note: _NoteInProgress) -> str:
+        remaining = note.deadline - time.monotonic()
         if remaining <= 0:
             raise ProviderFailure("unavailable", "the note's deadline has passed", 0)
         timeout = min(self.config.call_timeout_seconds, remaining / (self.config.max_retries + 1))
-        completion = breaker.call(provider.complete, model, messages, json_schema(), timeout)
-        tally.attempts += completion.http_attempts
-        tally.input_tokens += completion.input_tokens
-        tally.output_tokens += completion.output_tokens
+        completion = route.breaker.call(route.provider.complete, model, messages, json_schema(), timeout)
+        note.attempts += completion.http_attempts
+        note.input_tokens += completion.input_tokens
+        note.output_tokens += completion.output_tokens
         cost = call_cost(self.prices, model, completion.input_tokens, completion.output_tokens)
-        tally.cost_usd += cost
-        self.spend.add(tally.user, tally.day, cost)
+        note.cost_usd += cost
+        self.spend.add(note.user, note.day, cost)
         if completion.truncated:
             raise OutputTruncated(model)
         return completion.text
-
-
-def _remark(tally: _Tally, remark: str) -> None:
-    if remark not in tally.remarks:
-        tally.remarks.append(remark)
 
 
 def _reduce(drafts: list[NoteDraft]) -> NoteDraft:

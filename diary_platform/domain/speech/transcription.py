@@ -29,6 +29,10 @@ class TranscriberConfig:
     cpu_threads: int = 0
 
 
+# What a transcription step on a GPU node starts from (the `k8s` environment); each can still be overridden.
+GPU_DEFAULTS = {"device": "cuda", "compute_type": "float16", "batched": True, "batch_size": 16}
+
+
 @dataclass(frozen=True)
 class Segment:
     start: float

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from diary_platform.domain.store.objects import WRITE_TIER, ObjectStore, StoredObject, Written, atomic_writer, open_store
+from diary_platform.domain.store.objects import WRITE_TIER, LocalTieredStore, ObjectStore, StoredObject, Written, atomic_writer
 
 TABLES = "tables"
 
@@ -59,15 +59,9 @@ class DataStore:
     """Everything the platform keeps: objects in `objects`, control state under `state_root`."""
 
     def __init__(self, state_root: Path | str, objects: ObjectStore | None = None):
+        """`objects` default to the tiers of the state folder itself (the local layout)."""
         self.state_root = Path(state_root).expanduser().resolve()
-        self.objects = objects or open_store(self.state_root)
-
-    @classmethod
-    def open(
-        cls, state_root: Path | str, storage_uri: str = "", project: str | None = None, gcs_client: object = None
-    ) -> "DataStore":
-        state_root = Path(state_root).expanduser().resolve()
-        return cls(state_root, open_store(storage_uri or state_root, project=project, gcs_client=gcs_client))
+        self.objects = objects or LocalTieredStore(self.state_root)
 
     @staticmethod
     def original_key(content_sha256: str, extension: str) -> str:

@@ -38,6 +38,7 @@ STORAGE_CLASS_TIERS = {
     "ARCHIVE": "cold",
 }
 _CHUNK = 1 << 20
+_UPLOAD_CHUNK = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -298,160 +299,134 @@ class LocalTieredStore(ObjectStore):
 class GcsStore(ObjectStore):
     """`gs://<bucket>/<prefix>/<key>`; tiers are storage classes set by lifecycle rules.
 
-    Whole-object writes go through the google-cloud-storage client: one upload that carries its MD5
-    (the server refuses bytes that do not match it) and a generation precondition: 0 for a
-    content-addressed key (create only), else the generation read just before, so a concurrent
-    writer makes the upload fail rather than be overwritten unseen. Reads, listings and streamed
-    uploads go through gcsfs.
+    Everything goes through one google-cloud-storage client. A whole-object write is one upload that
+    carries its MD5 (the server refuses bytes that do not match it) and a generation precondition: 0 for
+    a content-addressed key (create only), else the generation read just before, so a concurrent writer
+    makes the upload fail rather than be overwritten unseen. A streamed write is one resumable upload
+    with the same precondition, which becomes an object only when it is finished.
     """
 
     moves_tiers = False
 
-    def __init__(self, root_uri: str, project: str | None = None, token: object = None, client: object = None):
-        import gcsfs.core
-        from google.cloud import storage
-
+    def __init__(self, root_uri: str, client):
         parsed = urlparse(root_uri)
         if parsed.scheme != "gs" or not parsed.netloc:
             raise ValueError(f"expected gs://bucket[/prefix], got {root_uri}")
-        self.bucket = parsed.netloc
+        self.client = client
+        self.bucket = client.bucket(parsed.netloc)
         self.prefix = parsed.path.strip("/")
-        if token is None and os.environ.get("STORAGE_EMULATOR_HOST"):
-            token = "anon"
-        # The plain filesystem: the "extended" default probes for zonal buckets over gRPC first.
-        self.fs = gcsfs.core.GCSFileSystem(project=project, token=token, consistency="md5")
-        self.client = client or storage.Client(project=project)
+
+    def _name(self, key: str) -> str:
+        return "/".join(part for part in (self.prefix, key) if part)
 
     def _blob(self, key: str):
-        return self.client.bucket(self.bucket).blob("/".join(part for part in (self.prefix, key) if part))
+        return self.bucket.blob(self._name(key))
 
-    def _upload(self, key: str, generation: int, create_only: bool, data: bytes | None = None, source: Path | None = None) -> bool:
-        """One upload with its MD5 and a generation precondition. False when a content-addressed key
-        appeared meanwhile (same content by definition); any other lost race is an error."""
-        from google.api_core.exceptions import PreconditionFailed
+    def _current(self, key: str):
+        """The object's metadata (generation, MD5, storage class), or None."""
+        return self.bucket.get_blob(self._name(key))
 
-        blob = self._blob(key)
-        try:
-            if source is None:
-                blob.upload_from_string(data, checksum="md5", if_generation_match=generation)
-            else:
-                blob.upload_from_filename(str(source), checksum="md5", if_generation_match=generation)
-        except PreconditionFailed:
-            if create_only:
-                return False
-            raise
-        return True
-
-    def _path(self, key: str) -> str:
-        return "/".join(part for part in (self.bucket, self.prefix, key) if part)
+    def _stored(self, blob) -> StoredObject:
+        key = blob.name[len(self.prefix) :].lstrip("/") if self.prefix else blob.name
+        tier = STORAGE_CLASS_TIERS.get(blob.storage_class or "STANDARD", "hot")
+        return StoredObject(key, f"gs://{self.bucket.name}/{blob.name}", tier, int(blob.size), blob.updated)
 
     def uri(self, key: str) -> str:
-        return f"gs://{self._path(key)}"
+        return f"gs://{self.bucket.name}/{self._name(key)}"
 
     def key(self, uri: str) -> str:
-        base = f"gs://{self._path('')}".rstrip("/") + "/"
+        base = f"gs://{self.bucket.name}/{self.prefix}".rstrip("/") + "/"
         if not uri.startswith(base):
             raise ValueError(f"{uri} is not under {base}")
-        return uri[len(base):]
-
-    def _stored(self, info: dict) -> StoredObject:
-        name = info["name"]
-        key = name[len(self._path("")) :].lstrip("/")
-        modified = info.get("mtime") or info.get("updated")
-        if isinstance(modified, str):
-            modified = datetime.fromisoformat(modified.replace("Z", "+00:00"))
-        tier = STORAGE_CLASS_TIERS.get(info.get("storageClass", "STANDARD"), "hot")
-        return StoredObject(key, f"gs://{name}", tier, int(info["size"]), modified)
+        return uri[len(base) :]
 
     def find(self, key: str) -> StoredObject | None:
-        try:
-            info = self.fs.info(self._path(key), refresh=True)
-        except FileNotFoundError:
-            return None
-        return self._stored(info) if info.get("type") == "file" else None
+        blob = self.bucket.get_blob(self._name(key))
+        return self._stored(blob) if blob is not None else None
 
     def read_bytes(self, key: str) -> bytes:
-        return self.fs.cat_file(self._path(key))
+        from google.api_core.exceptions import NotFound
 
-    def _current(self, key: str) -> dict | None:
         try:
-            info = self.fs.info(self._path(key), refresh=True)
-        except FileNotFoundError:
-            return None
-        return info if info.get("type") == "file" else None
+            return self._blob(key).download_as_bytes()
+        except NotFound as error:
+            raise FileNotFoundError(f"{self.uri(key)} does not exist") from error
 
-    def _write(self, key: str, md5: Callable[[], bytes], size: int, content_addressed: bool, **payload) -> Written:
+    def _write(self, key: str, md5: Callable[[], bytes], size: int, content_addressed: bool, upload: Callable) -> Written:
+        from google.api_core.exceptions import PreconditionFailed
+
         current = self._current(key)
-        if current is not None and (
-            content_addressed or (current.get("md5Hash") and base64.b64decode(current["md5Hash"]) == md5())
-        ):
+        if current is not None and (content_addressed or (current.md5_hash and base64.b64decode(current.md5_hash) == md5())):
             found = self._stored(current)
             return Written(key, found.uri, found.tier, found.size, False)
-        generation = 0 if content_addressed or current is None else int(current["generation"])
-        if not self._upload(key, generation, content_addressed, **payload):
-            found = self.find(key)
+        generation = 0 if content_addressed or current is None else int(current.generation)
+        try:
+            upload(self._blob(key), checksum="md5", if_generation_match=generation)
+        except PreconditionFailed:
+            if not content_addressed:
+                raise
+            found = self.find(key)  # the same content, stored by another writer meanwhile
             return Written(key, found.uri, found.tier, found.size, False)
         return Written(key, self.uri(key), WRITE_TIER, size, True)
 
     def write_bytes(self, key: str, data: bytes, *, content_addressed: bool = False) -> Written:
-        return self._write(key, lambda: hashlib.md5(data).digest(), len(data), content_addressed, data=data)
+        return self._write(
+            key, lambda: hashlib.md5(data).digest(), len(data), content_addressed,
+            lambda blob, **options: blob.upload_from_string(data, **options),
+        )
 
     def write_file(self, key: str, source: Path, *, content_addressed: bool = False) -> Written:
-        size = source.stat().st_size
-        return self._write(key, lambda: _md5_file(source), size, content_addressed, source=source)
+        return self._write(
+            key, lambda: _md5_file(source), source.stat().st_size, content_addressed,
+            lambda blob, **options: blob.upload_from_filename(str(source), **options),
+        )
 
     @contextmanager
     def writer(self, key: str, *, content_addressed: bool = False) -> Iterator[BinaryIO]:
-        """A resumable upload: GCS creates the object only when the last chunk arrives, so a writer that
-        dies leaves no object and the previous generation in place. On an error the upload is cancelled
-        and the handle marked closed, so that garbage collection cannot commit the partial bytes."""
-        from gcsfs.retry import ChecksumError
+        """One resumable upload: a writer that dies leaves no object and the previous generation in place;
+        an error in the block cancels the upload. A content-addressed key stored meanwhile by another
+        writer holds the same bytes, so losing that race is not an error."""
+        from google.api_core.exceptions import PreconditionFailed
 
-        handle = self.fs.open(self._path(key), "xb" if content_addressed else "wb", block_size=8 << 20)
+        current = None if content_addressed else self._current(key)
+        generation = 0 if current is None else int(current.generation)
         try:
-            yield handle
-        except BaseException:
-            # Cancelling is a courtesy: an unfinished upload never becomes an object and GCS drops the
-            # session after a week, so a failure to cancel must not hide the original error.
-            with suppress(Exception):
-                handle.discard()
-            handle.closed = True
-            raise
-        try:
-            handle.close()
-        except ChecksumError:
-            # The object arrived but not as sent: remove exactly that generation, never an older one.
-            if handle.generation:
-                self._blob(key).delete(if_generation_match=int(handle.generation))
-            raise
+            with self._blob(key).open(
+                "wb", chunk_size=_UPLOAD_CHUNK, ignore_flush=True, checksum="md5", if_generation_match=generation
+            ) as handle:
+                yield handle
+        except PreconditionFailed:
+            if not content_addressed:
+                raise
 
     @contextmanager
     def local_file(self, key: str) -> Iterator[Path]:
         with tempfile.TemporaryDirectory(prefix="diary-in-") as folder:
             path = Path(folder) / Path(key).name
-            self.fs.get_file(self._path(key), str(path))
+            self._blob(key).download_to_filename(str(path))
             yield path
 
     def scan(self, prefix: str = "") -> Iterator[StoredObject]:
-        base = self._path(prefix)
-        try:
-            found = self.fs.find(base, detail=True, refresh=True)
-        except FileNotFoundError:
-            return
-        for _, info in sorted(found.items()):
-            if info.get("type") == "file":
-                yield self._stored(info)
+        for blob in self.client.list_blobs(self.bucket, prefix=self._name(prefix)):
+            yield self._stored(blob)
 
     def delete(self, key: str) -> None:
-        if self.fs.exists(self._path(key)):
-            self.fs.rm_file(self._path(key))
+        from google.api_core.exceptions import NotFound
+
+        with suppress(NotFound):
+            self._blob(key).delete()
 
     def move(self, key: str, tier: str) -> StoredObject:
         raise NotImplementedError("on GCS the bucket's lifecycle rules change storage classes")
 
+    def lifecycle_rules(self) -> list[dict]:
+        return [dict(rule) for rule in self.client.get_bucket(self.bucket.name).lifecycle_rules]
 
-def open_store(root: str | Path, project: str | None = None, gcs_client: object = None) -> ObjectStore:
-    """`gs://bucket/prefix` for Cloud Storage, anything else is a local folder."""
+
+def open_objects(root: str | Path, gcs_client=None) -> ObjectStore:
+    """`gs://bucket/prefix` for Cloud Storage (through `gcs_client`), anything else is a local folder."""
     if str(root).startswith("gs://"):
-        return GcsStore(str(root), project=project, client=gcs_client)
+        if gcs_client is None:
+            raise ValueError(f"{root} needs a google-cloud-storage client")
+        return GcsStore(str(root), gcs_client)
     return LocalTieredStore(root)

@@ -5,20 +5,21 @@ import dagster as dg
 from diary_platform import telemetry
 from diary_platform.domain import instruments
 from diary_platform.domain.ingest.landing import LandingCursor
-from diary_platform.jobs import process_batch
 from diary_platform.partitions import BATCHES, batch_partitions
-from diary_platform.resources import DiaryStorage, LandingFolder
+from diary_platform.resources import LandingFolder, StoreResource
+
+PROCESS_BATCH = "process_batch"
 
 
 @dg.sensor(
-    job=process_batch,
+    job_name=PROCESS_BATCH,
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Turns settled uploads in the landing folder into batches: one partition and one run per batch.",
 )
-def landing_sensor(context: dg.SensorEvaluationContext, storage: DiaryStorage, landing: LandingFolder):
+def landing_sensor(context: dg.SensorEvaluationContext, store: StoreResource, landing: LandingFolder):
     telemetry.configure()
-    scanner = landing.scanner(storage, lambda key: context.instance.has_dynamic_partition(BATCHES, key))
+    scanner = landing.scanner(store, lambda key: context.instance.has_dynamic_partition(BATCHES, key))
     with instruments.current().tracer.start_as_current_span("landing_sensor tick") as span:
         tick = scanner.tick(LandingCursor.from_json(context.cursor), datetime.now(timezone.utc))
         keys = [batch.key for batch in tick.batches]

@@ -1,4 +1,4 @@
-"""What every batch asset shares: its partitioning and group, the metadata it reports, its schema check."""
+"""What every batch asset shares: its partitioning and group, its step span, the metadata it reports, its schema check."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -6,31 +6,28 @@ from contextlib import contextmanager
 import dagster as dg
 import pandera.polars as pa
 import polars as pl
+from opentelemetry import context as otel_context
 from pandera.errors import SchemaErrors
 
-from opentelemetry import context as otel_context
-
-from diary_platform import telemetry
+from diary_platform import metadata, telemetry
 from diary_platform.domain import instruments
-from diary_platform.partitions import batch_partitions
-from diary_platform.resources import DiaryStorage
-
 from diary_platform.domain.schemas import STATUS_QUARANTINED
+from diary_platform.k8s import step_tags
+from diary_platform.partitions import batch_partitions
+from diary_platform.resources import StoreResource
+from diary_platform.retries import NETWORK_RETRY
+from diary_platform.settings import Settings
 
 
-# Steps read and write object storage (gs:// in production) and call language models: transient faults
-# there are retried by the framework, spread out so that many steps do not retry in lockstep.
-# Per-recording failures are rows, not exceptions, so they never trigger a retry.
-NETWORK_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-
-
-def batch_asset(**kwargs):
+def batch_asset(settings: Settings, name: str, **kwargs):
     """An asset over the `batches` partitions whose value is a polars table stored as Parquet."""
     return dg.asset(
+        name=name,
         partitions_def=batch_partitions,
         group_name="diary",
         kinds={"polars", "parquet"},
         retry_policy=NETWORK_RETRY,
+        op_tags=step_tags(settings, name),
         **kwargs,
     )
 
@@ -50,7 +47,7 @@ def step_span(context: dg.AssetExecutionContext) -> Iterator[None]:
 
 def batch_metadata(table: pl.DataFrame, wall_seconds: float, audio_column: str | None = None) -> dict:
     quarantined = table.filter(pl.col("status") == STATUS_QUARANTINED)
-    metadata: dict = {
+    values: dict = {
         "dagster/row_count": table.height,
         "recordings": table.height,
         "failures": quarantined.height,
@@ -58,16 +55,12 @@ def batch_metadata(table: pl.DataFrame, wall_seconds: float, audio_column: str |
     }
     if audio_column:
         audio_seconds = float(table[audio_column].fill_null(0).sum())
-        metadata["audio_seconds"] = round(audio_seconds, 3)
-        metadata["speed"] = round(audio_seconds / wall_seconds, 2) if wall_seconds > 0 else 0.0
+        values["audio_seconds"] = round(audio_seconds, 3)
+        values["speed"] = round(audio_seconds / wall_seconds, 2) if wall_seconds > 0 else 0.0
     if quarantined.height:
         reasons = quarantined.group_by("reason").len().sort("reason")
-        metadata["failure_reasons"] = {row["reason"]: row["len"] for row in reasons.iter_rows(named=True)}
-    return metadata
-
-
-def stored_table(storage: DiaryStorage, asset_name: str, partition_key: str) -> pl.DataFrame:
-    return storage.store.read_table(asset_name, partition_key)
+        values["failure_reasons"] = {row["reason"]: row["len"] for row in reasons.iter_rows(named=True)}
+    return values
 
 
 def schema_check(asset_name: str, schema: pa.DataFrameSchema) -> dg.AssetChecksDefinition:
@@ -80,8 +73,8 @@ def schema_check(asset_name: str, schema: pa.DataFrameSchema) -> dg.AssetChecksD
         blocking=True,
         description=f"The stored {asset_name} table meets its pandera contract.",
     )
-    def check(context: dg.AssetCheckExecutionContext, storage: DiaryStorage) -> dg.AssetCheckResult:
-        stored = stored_table(storage, asset_name, context.partition_key)
+    def check(context: dg.AssetCheckExecutionContext, store: StoreResource) -> dg.AssetCheckResult:
+        stored = store.catalog.batch(asset_name, context.partition_key)
         try:
             schema.validate(stored, lazy=True)
         except SchemaErrors as errors:
@@ -89,14 +82,8 @@ def schema_check(asset_name: str, schema: pa.DataFrameSchema) -> dg.AssetChecksD
             return dg.AssetCheckResult(
                 passed=False,
                 severity=dg.AssetCheckSeverity.ERROR,
-                metadata={"failures": cases.height, "first_failures": dg.MetadataValue.md(_markdown(cases.head(10)))},
+                metadata={"failures": cases.height, "first_failures": metadata.table(cases.head(10))},
             )
         return dg.AssetCheckResult(passed=True, metadata={"rows": stored.height})
 
     return check
-
-
-def _markdown(frame: pl.DataFrame) -> str:
-    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns)
-    rows = ["| " + " | ".join(str(value) for value in row) + " |" for row in frame.iter_rows()]
-    return "\n".join([header, *rows])

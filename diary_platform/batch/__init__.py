@@ -1,0 +1,39 @@
+"""The batch slice: what one ingest batch goes through (four assets and their checks), its job and the landing sensor."""
+
+import dagster as dg
+
+from diary_platform.batch.diary_notes import diary_notes_asset, diary_notes_schema
+from diary_platform.batch.landing_sensor import PROCESS_BATCH, landing_sensor
+from diary_platform.batch.raw_audio import raw_audio_asset, raw_audio_schema
+from diary_platform.batch.transcripts import mean_log_probability, transcripts_asset, transcripts_schema
+from diary_platform.batch.validated_audio import quarantine_share, validated_audio_asset, validated_audio_schema
+from diary_platform.domain import catalog
+from diary_platform.settings import Settings
+
+CHECKS = [
+    raw_audio_schema,
+    validated_audio_schema,
+    quarantine_share,
+    transcripts_schema,
+    mean_log_probability,
+    diary_notes_schema,
+]
+
+process_batch = dg.define_asset_job(
+    PROCESS_BATCH,
+    selection=dg.AssetSelection.assets(*catalog.BATCH_TABLES),
+    description="Everything one ingest batch goes through: ingest, validate, transcribe, write notes.",
+)
+
+
+def assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    return [
+        raw_audio_asset(settings),
+        validated_audio_asset(settings),
+        transcripts_asset(settings),
+        diary_notes_asset(settings),
+    ]
+
+
+def definitions(settings: Settings) -> dg.Definitions:
+    return dg.Definitions(assets=assets(settings), asset_checks=CHECKS, jobs=[process_batch], sensors=[landing_sensor])

@@ -1,0 +1,29 @@
+import time
+
+import dagster as dg
+import polars as pl
+
+from diary_platform.batch.asset import batch_asset, batch_metadata, schema_check, step_span
+from diary_platform.domain import catalog, schemas, stages
+from diary_platform.resources import StoreResource
+from diary_platform.settings import Settings
+
+
+def raw_audio_asset(settings: Settings) -> dg.AssetsDefinition:
+    @batch_asset(
+        settings,
+        catalog.RAW_AUDIO,
+        code_version="1",
+        description="Uploads of one ingest batch, copied into content-addressed storage (landing files stay untouched).",
+    )
+    def raw_audio(context: dg.AssetExecutionContext, store: StoreResource) -> pl.DataFrame:
+        started = time.perf_counter()
+        with step_span(context):
+            table = stages.ingest(store.batches.read(context.partition_key), store.store)
+        context.add_output_metadata(batch_metadata(table, time.perf_counter() - started))
+        return table
+
+    return raw_audio
+
+
+raw_audio_schema = schema_check(catalog.RAW_AUDIO, schemas.RAW_AUDIO)

@@ -1,0 +1,67 @@
+import time
+
+import dagster as dg
+import polars as pl
+
+from diary_platform.batch.asset import batch_asset, batch_metadata, schema_check, step_span
+from diary_platform.domain import catalog, schemas, stages
+from diary_platform.domain.speech.transcription import code_version
+from diary_platform.partitions import batch_partitions
+from diary_platform.resources import StoreResource, TranscriptGuards, WhisperTranscriber
+from diary_platform.settings import Settings
+
+MIN_MEAN_LOG_PROBABILITY = -1.0
+
+
+def transcripts_asset(settings: Settings) -> dg.AssetsDefinition:
+    @batch_asset(
+        settings,
+        catalog.TRANSCRIPTS,
+        pool="gpu",
+        code_version=code_version(settings.transcriber, settings.guards),
+        description=(
+            "faster-whisper transcripts with segments (guards drop invented text and list it), "
+            "plus .txt/.srt/.vtt/.json files per recording."
+        ),
+    )
+    def transcripts(
+        context: dg.AssetExecutionContext,
+        validated_audio: pl.DataFrame,
+        store: StoreResource,
+        whisper: WhisperTranscriber,
+        guards: TranscriptGuards,
+    ) -> pl.DataFrame:
+        started = time.perf_counter()
+        transcriber = whisper.transcriber()
+        with step_span(context):
+            table = stages.transcribe(validated_audio, transcriber, guards.config(), store.store)
+        dropped = int(table["dropped_segments"].list.len().sum())
+        context.add_output_metadata(
+            {
+                **batch_metadata(table, time.perf_counter() - started, "audio_seconds"),
+                "model": transcriber.model_identity,
+                "dropped_segments": dropped,
+            }
+        )
+        return table
+
+    return transcripts
+
+
+transcripts_schema = schema_check(catalog.TRANSCRIPTS, schemas.TRANSCRIPTS)
+
+
+@dg.asset_check(
+    asset=catalog.TRANSCRIPTS,
+    partitions_def=batch_partitions,
+    description=f"Mean segment log-probability of the batch at least {MIN_MEAN_LOG_PROBABILITY}: below, the model was guessing.",
+)
+def mean_log_probability(context: dg.AssetCheckExecutionContext, store: StoreResource) -> dg.AssetCheckResult:
+    table = store.catalog.batch(catalog.TRANSCRIPTS, context.partition_key)
+    scores = table["avg_logprob"].drop_nulls()
+    mean = float(scores.mean()) if len(scores) else None
+    return dg.AssetCheckResult(
+        passed=mean is None or mean >= MIN_MEAN_LOG_PROBABILITY,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"mean_avg_logprob": mean if mean is not None else float("nan"), "scored_recordings": len(scores)},
+    )

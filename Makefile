@@ -10,7 +10,7 @@ TOOLS_STAMP := $(TOOLS_VENV)/.installed
 export DIARY_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(DIARY_DATA_DIR)/dagster_home
 
-.PHONY: install tools run ui test check benchmarks clean
+.PHONY: install tools run ui test check benchmarks mutation clean
 
 install: $(STAMP)
 
@@ -45,5 +45,11 @@ benchmarks: install
 	$(BIN)/python benchmarks/wer.py
 	$(BIN)/python benchmarks/storage.py
 
+mutation: install  ## Mutation testing of the domain modules a silent regression would hurt most (minutes; not part of `test`)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,mutation]"
+	rm -rf mutants
+	$(BIN)/mutmut run
+	$(BIN)/python benchmarks/mutation_report.py
+
 clean:
-	rm -rf data .pytest_cache
+	rm -rf data .pytest_cache mutants

@@ -141,6 +141,7 @@ def test_a_full_batch_closes_without_waiting(tmp_path):
     assert len(landing.cursor.waiting) == 1
 
 
+@pytest.mark.slow
 def test_thousands_of_files_give_bounded_ticks_and_all_get_taken(tmp_path):
     landing = Landing(tmp_path, max_files=500, max_files_scanned=1000, max_wait_seconds=0)
     for index in range(3000):

@@ -241,6 +241,7 @@ def test_prompt_injection_gives_a_note_in_the_schema_without_links_or_the_prompt
     assert "You turn transcripts" not in text
 
 
+@pytest.mark.slow
 def test_the_full_graph_writes_notes_through_the_router(fake, tmp_path, monkeypatch, clips):
     config = tmp_path / "llm.yaml"
     config.write_text(

@@ -2,10 +2,15 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import asdict
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import typer
 from rich.console import Console
@@ -22,23 +27,63 @@ app = typer.Typer(
 console = Console(stderr=True, soft_wrap=True)
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOT_RECORDINGS = {".md", ".txt", ".json", ".jsonl", ".license"}
+T = TypeVar("T")
 
 
 def _expand(paths: list[Path]) -> list[Path]:
-    """Files as given, and the files under folders (skipping notes and hidden files)."""
+    """Files as given, and every entry under folders (but hidden files and notes), links never followed:
+    what is not a regular file is reported as skipped with its reason, not read."""
     files: list[Path] = []
     for path in paths:
-        if path.is_dir():
-            files.extend(
-                p
-                for p in sorted(path.rglob("*"))
-                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in NOT_RECORDINGS
-            )
-        elif path.is_file():
+        if path.is_dir() and not path.is_symlink():
+            for folder, subfolders, names in os.walk(path):
+                subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and not Path(folder, d).is_symlink())
+                files.extend(
+                    Path(folder, name)
+                    for name in sorted(names)
+                    if not name.startswith(".") and Path(name).suffix.lower() not in NOT_RECORDINGS
+                )
+        elif os.path.lexists(path):
             files.append(path)
         else:
             raise typer.BadParameter(f"{path} does not exist")
     return files
+
+
+def _until_stopped(work: Callable[[], T], instance) -> T:
+    """Run `work` in a worker thread, so that SIGTERM or Ctrl-C reach this thread at once, whatever the work
+    is in the middle of (a model call, a decode): the decode workers are killed, this process's runs are
+    marked failed in the instance, and the process exits within a second. What it was doing is resumed by
+    the next `diary run` with the same files, or `diary recover`."""
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as error:  # handed to the main thread, which raises it
+            outcome["error"] = error
+
+    def stop(signum: int, _frame) -> None:
+        from diary_platform.batch.recovery import fail_runs_of_this_process
+        from diary_platform.domain.audio.sandbox import stop_all_workers
+
+        console.print(f"\nstopping ({signal.Signals(signum).name}): the unfinished batch is resumed by the next `diary run` or `diary recover`")
+        stop_all_workers()
+        fail_runs_of_this_process(instance, f"stopped by {signal.Signals(signum).name}; the batch is resumable")
+        os._exit(128 + signum)
+
+    worker = threading.Thread(target=target, name="diary-run", daemon=True)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 @app.command()
@@ -48,7 +93,8 @@ def run(
     data_dir: Path = typer.Option(None, help="Data folder (default: $DIARY_DATA_DIR or ./data)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per recording."),
 ) -> None:
-    """Ingest files through the whole asset graph in this process and say where each result is."""
+    """Ingest files through the whole asset graph in this process and say where each result is; batches a
+    killed run left behind with some of these files are resumed."""
     from diary_platform.runner import dagster_instance, process_files
 
     settings = Settings(data_dir=data_dir) if data_dir is not None else Settings()
@@ -64,8 +110,25 @@ def run(
         def on_done(count: int) -> None:
             progress.advance(task, count)
 
-        report = process_files(files, user, settings, instance, on_batch=on_batch, on_done=on_done)
+        report = _until_stopped(lambda: process_files(files, user, settings, instance, on_batch=on_batch, on_done=on_done), instance)
     _print_report(report, as_json)
+
+
+@app.command()
+def recover(
+    days: int = typer.Option(7, help="Look at batches made in this many past days."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per recording."),
+) -> None:
+    """Resume every batch a crash, a kill or a pre-emption left half done (not done, no live run or owner)."""
+    from diary_platform.runner import dagster_instance, recover as recover_batches
+
+    settings = Settings()
+    instance = dagster_instance(settings)
+    since = datetime.now(timezone.utc) - timedelta(days=days)
+    _print_report(_until_stopped(lambda: recover_batches(settings, instance, since), instance), as_json)
+
+
+ORIGIN_WORDS = {"known": "already ingested", "elsewhere": "being processed by another process", "skipped": "skipped"}
 
 
 def _print_report(report, as_json: bool) -> None:
@@ -74,7 +137,11 @@ def _print_report(report, as_json: bool) -> None:
         if as_json:
             print(json.dumps(asdict(result), ensure_ascii=False))
             continue
-        status = result.status if result.new else f"already ingested (batch {result.batch_key})"
+        status = result.status if result.new else ORIGIN_WORDS[result.origin]
+        if result.origin in ("known", "elsewhere"):
+            status += f" (batch {result.batch_key})"
+        if result.origin == "resumed":
+            status = f"resumed (batch {result.batch_key}): {status}"
         if result.reason:
             status += f" [{result.reason}] {result.message}"
         elif result.warnings:
@@ -85,10 +152,15 @@ def _print_report(report, as_json: bool) -> None:
         if result.note_path:
             out.print(f"  note:       {escape(result.note_path)}")
     quarantined = sum(1 for r in report.new if r.status != "ok")
+    extra = "".join(
+        f", {report.count(origin)} {words}"
+        for origin, words in (("resumed", "resumed"), ("elsewhere", "in progress elsewhere"), ("skipped", "skipped"))
+        if report.count(origin)
+    )
+    speed = f"speed {report.speed:.1f}x real time" if report.audio_seconds else "nothing new to transcribe"
     summary = (
-        f"recordings: {len(report.new)} new ({quarantined} quarantined), "
-        f"{len(report.results) - len(report.new)} already ingested · audio {report.audio_seconds:.1f} s · "
-        f"wall {report.wall_seconds:.1f} s · speed {report.speed:.1f}x real time"
+        f"recordings: {report.count('new')} new ({quarantined} quarantined), {report.count('known')} already ingested{extra}"
+        f" · audio {report.audio_seconds:.1f} s · wall {report.wall_seconds:.1f} s · {speed}"
     )
     (console if as_json else out).print(summary)
 
@@ -104,10 +176,12 @@ def quarantine_list(
 ) -> None:
     """Recordings whose latest attempt was rejected, with the reason and a message a person understands."""
     from diary_platform.domain.catalog import Catalog
+    from diary_platform.domain.ingest.batches import BatchStore
     from diary_platform.domain.ingest.quarantine import list_quarantine
     from diary_platform.resources import open_store
 
-    recordings = list_quarantine(Catalog(open_store(Settings())), set(reason or ()))
+    store = open_store(Settings())
+    recordings = list_quarantine(Catalog(store), BatchStore(store.batches_root), set(reason or ()))
     out = Console(soft_wrap=True)
     for r in recordings:
         if as_json:
@@ -126,7 +200,8 @@ def quarantine_redrive(
     from diary_platform.runner import dagster_instance, redrive
 
     settings = Settings()
-    _print_report(redrive(settings, dagster_instance(settings), set(reason or ())), as_json)
+    instance = dagster_instance(settings)
+    _print_report(_until_stopped(lambda: redrive(settings, instance, set(reason or ())), instance), as_json)
 
 
 @app.command()
@@ -190,5 +265,14 @@ def main() -> None:
     except Exception as error:  # a quarantined recording is a result, so anything raised here is the platform's
         if os.environ.get("DIARY_DEBUG"):
             raise
-        console.print(f"[bold red]diary: error:[/bold red] {escape(f'{type(error).__name__}: {error}')}")
+        console.print(f"[bold red]diary: error:[/bold red] {escape(_explain(error))}")
         raise SystemExit(1) from None
+
+
+def _explain(error: BaseException) -> str:
+    """The error and, when it wraps another (a failed Dagster step does), the one at the root."""
+    root = error
+    while root.__cause__ is not None:
+        root = root.__cause__
+    text = f"{type(error).__name__}: {error}".strip()
+    return text if root is error else f"{text} ({type(root).__name__}: {root})"

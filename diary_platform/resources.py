@@ -14,12 +14,13 @@ from dagster_gcp import GCSResource
 from diary_platform.domain.costs import PlatformPrices
 from diary_platform.domain.ingest.batches import BatchStore
 from diary_platform.domain.ingest.claims import Claims
-from diary_platform.domain.ingest.landing import BatchLimits, LandingScanner
+from diary_platform.domain.ingest.landing import BatchLimits
 from diary_platform.domain.audio.sandbox import SandboxLimits, SandboxPool
 from diary_platform.domain.catalog import Catalog
 from diary_platform.domain.notes.local import LocalNoteWriter
 from diary_platform.domain.notes.note import NoteWriter
-from diary_platform.domain.notes.router import NoteRouter, RouterConfig
+from diary_platform.domain.notes.llm_config import load_router_config
+from diary_platform.domain.notes.router import NoteRouter
 from diary_platform.domain.speech.guards import GuardConfig
 from diary_platform.domain.speech.transcription import Transcriber, TranscriberConfig
 from diary_platform.domain.store.layout import DataStore
@@ -116,7 +117,7 @@ class NoteWriterResource(dg.ConfigurableResource):
     def build(self) -> NoteWriter:
         if not self.llm_config:
             return LocalNoteWriter()
-        config = RouterConfig.from_yaml(Path(self.llm_config).read_text())
+        config = load_router_config(Path(self.llm_config))
         if self.local_only:
             config = replace(config, local_only=True)
         return NoteRouter(config, Path(self.state_dir))
@@ -131,9 +132,12 @@ class LandingFolder(dg.ConfigurableResource):
     max_bytes_hashed: int
     max_batches_per_tick: int
 
-    def scanner(self, store: StoreResource, is_emitted) -> LandingScanner:
-        limits = BatchLimits(**self.model_dump(exclude={"landing_dir"}))
-        return LandingScanner(Path(self.landing_dir), store.batches, store.claims, limits, is_emitted)
+    @property
+    def root(self) -> Path:
+        return Path(self.landing_dir)
+
+    def limits(self) -> BatchLimits:
+        return BatchLimits(**self.model_dump(exclude={"landing_dir"}))
 
 
 class PlatformPricing(dg.ConfigurableResource):

@@ -11,11 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from diary_platform.domain.audio.sandbox import SandboxLimits
 from diary_platform.domain.ingest.landing import BatchLimits
+from diary_platform.domain.notes.llm_config import load_router_config
 from diary_platform.domain.speech.guards import GuardConfig
 from diary_platform.domain.speech.transcription import GPU_DEFAULTS, TranscriberConfig
 from diary_platform.domain.store.tiering import TieringPolicy
@@ -152,6 +153,14 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
         return (init_settings, _Variables(settings_cls))
+
+    @field_validator("llm_config")
+    @classmethod
+    def _llm_config_is_usable(cls, path: Path | None) -> Path | None:
+        """The whole file is checked now, so a bad one stops the definitions from loading, not the notes later."""
+        if path is not None:
+            load_router_config(path)
+        return path
 
     @model_validator(mode="before")
     @classmethod

@@ -74,6 +74,22 @@ def telemetry_readers():
     meter_provider.shutdown()
 
 
+def new_batch(settings: Settings, files: list[Path], user: str = "alice"):
+    """A batch of these files, claimed and written as `diary run` writes one (not yet run)."""
+    from datetime import datetime, timezone
+
+    from diary_platform.domain.ingest.batches import BatchStore
+    from diary_platform.domain.ingest.claims import Claims, Owner
+    from diary_platform.domain.ingest.landing import Intake, batch_files
+    from diary_platform.domain.ingest.recovery import BatchState
+    from diary_platform.resources import open_store
+
+    store = open_store(settings)
+    intake = Intake(BatchStore(store.batches_root), Claims(store.claims_root), Owner.this_process("test"), lambda key: BatchState.DONE)
+    [manifest], _ = batch_files(files, user, datetime.now(timezone.utc), intake, settings.batch_limits)
+    return manifest
+
+
 def run_job(settings: Settings, name: str, instance: dg.DagsterInstance, **options) -> dg.ExecuteInProcessResult:
     """A job of the definitions these settings build, run in this process as a launched run would run it."""
     return build_definitions(settings).resolve_job_def(name).execute_in_process(instance=instance, **options)

@@ -153,7 +153,7 @@ def test_the_chart_passes_helm_lint_strict(helm, values):
 
 @pytest.mark.parametrize("production", [False, True], ids=["defaults", "production"])
 def test_every_rendered_manifest_is_valid_kubernetes(helm, kv, production):
-    from diary_platform.domain.notes.router import RouterConfig
+    from diary_platform.domain.notes.llm_config import parse_router_config
 
     docs = render(helm, *(PRODUCTION if production else []))
     for doc in docs:
@@ -177,7 +177,7 @@ def test_every_rendered_manifest_is_valid_kubernetes(helm, kv, production):
         assert secret is None and not any(doc["kind"] == "Secret" for doc in docs)
 
     # The router's file, as the platform itself reads it.
-    llm = RouterConfig.from_yaml(manifests[("ConfigMap", "diary-llm-config")]["data"]["llm.yaml"])
+    llm = parse_router_config(manifests[("ConfigMap", "diary-llm-config")]["data"]["llm.yaml"], "diary-llm-config")
     assert [p.name for p in llm.providers] == ["openai", "anthropic"]
     assert {p.api_key_env for p in llm.providers} == {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
 

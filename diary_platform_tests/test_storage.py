@@ -16,7 +16,6 @@ import polars as pl
 import pytest
 
 from diary_platform import batch
-from diary_platform.domain.ingest.landing import batch_files
 from diary_platform.domain.store.objects import LocalTieredStore, atomic_writer
 from diary_platform.domain.store.layout import ContentChanged, DataStore
 from diary_platform.domain.store.tiering import TieringPolicy, apply_tiering
@@ -24,7 +23,7 @@ from diary_platform.io_manager import ParquetIOManager
 from diary_platform.definitions import build_resources
 from diary_platform.resources import open_store
 from diary_platform.runner import process_files
-from diary_platform_tests.conftest import run_job
+from diary_platform_tests.conftest import new_batch, run_job
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*") if p.suffix in {".flac", ".mp3"})
@@ -265,10 +264,8 @@ def test_a_transient_storage_fault_is_retried_by_the_steps_retry_policy(settings
     resources = build_resources(settings)
     resources["io_manager"] = FlakyIOManager(store=resources["store"])
     FAILED_ONCE.clear()
-    storage = resources["store"]
-    [manifest], _ = batch_files(
-        [EXAMPLES[0]], "alice", datetime.now(timezone.utc), storage.batches, storage.claims, settings.batch_limits
-    )
+    store = resources["store"]
+    manifest = new_batch(settings, [EXAMPLES[0]])
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("batches", [manifest.key])
         result = dg.materialize(
@@ -279,6 +276,6 @@ def test_a_transient_storage_fault_is_retried_by_the_steps_retry_policy(settings
         assert sorted(retried) == ["diary_notes", "raw_audio", "transcripts", "validated_audio"]
         materialized = [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()]
         assert sorted(materialized) == ["diary_notes", "raw_audio", "transcripts", "validated_audio"]
-    notes = storage.store.read_table("diary_notes", manifest.key)
+    notes = store.store.read_table("diary_notes", manifest.key)
     assert notes["status"].to_list() == ["ok"] and notes["markdown"][0].startswith("# ")
-    assert len(list(storage.store.objects.scan("audio/original/"))) == 1, "the retried ingest stored the original once"
+    assert len(list(store.store.objects.scan("audio/original/"))) == 1, "the retried ingest stored the original once"

@@ -16,9 +16,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from diary_platform.domain.ingest.landing import batch_files
 from diary_platform.definitions import build_resources
-from diary_platform_tests.conftest import free_port, unavailable
+from diary_platform_tests.conftest import free_port, new_batch, unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts" / "ui"
@@ -53,11 +52,7 @@ def webserver(tmp_path, clips):
         from diary_platform.settings import Settings
 
         settings = Settings()
-        storage = build_resources(settings)["store"]
-        [manifest], _ = batch_files(
-            [c.path for c in clips[:2]], "alice", datetime.now(timezone.utc), storage.batches, storage.claims,
-            settings.batch_limits,
-        )
+        manifest = new_batch(settings, [c.path for c in clips[:2]])
         with dg.DagsterInstance.get() as instance:
             instance.add_dynamic_partitions("batches", [manifest.key])
         port = free_port()

@@ -21,7 +21,7 @@ import pytest
 from diary_platform import batch
 from diary_platform.domain import stages
 from diary_platform.domain.audio.decode import AudioRejected, decode_to_wav
-from diary_platform.domain.ingest.landing import batch_files
+from diary_platform.domain.ingest.batches import BatchStore
 from diary_platform.domain.ingest.quarantine import list_quarantine
 from diary_platform.domain.catalog import Catalog
 from diary_platform.domain.audio.sandbox import DecodeSandbox, SandboxLimits, SandboxPool
@@ -30,7 +30,7 @@ from diary_platform.domain.store.layout import DataStore
 from diary_platform.io_manager import ParquetIOManager
 from diary_platform.definitions import build_resources
 from diary_platform.runner import process_files, redrive
-from diary_platform_tests.conftest import DATA
+from diary_platform_tests.conftest import DATA, new_batch
 
 BAD = DATA / "bad"
 GOOD = (DATA / ".." / ".." / "examples" / "default" / "d01.flac").resolve()
@@ -44,6 +44,11 @@ def _wav(path: Path, samples: np.ndarray, rate: int = 16_000) -> Path:
         handle.setframerate(rate)
         handle.writeframes(samples.astype("<i2").tobytes())
     return path
+
+
+def _quarantine_of(data_dir: Path) -> tuple[Catalog, BatchStore]:
+    store = DataStore(data_dir)
+    return Catalog(store), BatchStore(store.batches_root)
 
 
 def bad_corpus(folder: Path) -> list[Path]:
@@ -137,7 +142,7 @@ def test_originals_are_never_modified_and_stored_names_come_from_the_hash(bad_ba
 
 
 def test_the_quarantine_lists_every_rejected_recording(bad_batch):
-    listed = {r.source_name: r for r in list_quarantine(Catalog(DataStore(bad_batch["settings"].data_dir)))}
+    listed = {r.source_name: r for r in list_quarantine(*_quarantine_of(bad_batch["settings"].data_dir))}
     assert set(listed) == {n for n, (status, _) in EXPECTED.items() if status == "quarantined"}
     assert listed["silence_6h.flac"].reason == "too_long"
     assert listed["silence_6h.flac"].stored_original.startswith("file://")
@@ -276,13 +281,13 @@ def test_a_redrive_after_raising_a_limit_processes_exactly_the_quarantined_recor
         too_long = {r.recording_id for r in first.results if r.reason == "too_long"}
         ok = {r.recording_id for r in first.results if r.status == "ok"}
         assert too_long and ok, "the limit splits the clips"
-        assert {r.recording_id for r in list_quarantine(Catalog(DataStore(tmp_path / "data")))} == too_long
+        assert {r.recording_id for r in list_quarantine(*_quarantine_of(tmp_path / "data"))} == too_long
 
         monkeypatch.setenv("DIARY_MAX_AUDIO_SECONDS", "3600")
         second = redrive(Settings(), instance)
         assert {r.recording_id for r in second.results} == too_long
         assert all(r.status == "ok" and r.transcript for r in second.results)
-        assert list_quarantine(Catalog(DataStore(tmp_path / "data"))) == []
+        assert list_quarantine(*_quarantine_of(tmp_path / "data")) == []
         assert redrive(Settings(), instance).results == []
 
 
@@ -301,10 +306,7 @@ def test_the_schema_check_blocks_downstream_of_a_broken_stored_table(tmp_path, m
 
     settings = Settings()
     resources = {**build_resources(settings), "io_manager": CorruptingIOManager(store=build_resources(settings)["store"])}
-    storage = resources["store"]
-    [manifest], _ = batch_files(
-        [GOOD], "alice", datetime.now(timezone.utc), storage.batches, storage.claims, settings.batch_limits
-    )
+    manifest = new_batch(settings, [GOOD])
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("batches", [manifest.key])
         result = dg.materialize(

@@ -1,10 +1,12 @@
-"""The batch slice: what one ingest batch goes through (four assets and their checks), its job and the landing sensor."""
+"""The batch slice: what one ingest batch goes through (four assets and their checks), its job, the landing
+sensor that makes batches and the recovery sensor that resumes them."""
 
 import dagster as dg
 
 from diary_platform.batch.diary_notes import diary_notes_asset, diary_notes_schema
 from diary_platform.batch.landing_sensor import PROCESS_BATCH, landing_sensor
 from diary_platform.batch.raw_audio import raw_audio_asset, raw_audio_schema
+from diary_platform.batch.recovery import recovery_sensor
 from diary_platform.batch.transcripts import mean_log_probability, transcripts_asset, transcripts_schema
 from diary_platform.batch.validated_audio import quarantine_share, validated_audio_asset, validated_audio_schema
 from diary_platform.domain import catalog
@@ -36,4 +38,4 @@ def assets(settings: Settings) -> list[dg.AssetsDefinition]:
 
 
 def definitions(settings: Settings) -> dg.Definitions:
-    return dg.Definitions(assets=assets(settings), asset_checks=CHECKS, jobs=[process_batch], sensors=[landing_sensor])
+    return dg.Definitions(assets=assets(settings), asset_checks=CHECKS, jobs=[process_batch], sensors=[landing_sensor, recovery_sensor])

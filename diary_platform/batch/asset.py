@@ -12,6 +12,7 @@ from pandera.errors import SchemaErrors
 from diary_platform import metadata, telemetry
 from diary_platform.domain import instruments
 from diary_platform.domain.schemas import STATUS_QUARANTINED
+from diary_platform.domain.store.objects import NoSpaceLeft
 from diary_platform.k8s import step_tags
 from diary_platform.partitions import batch_partitions
 from diary_platform.resources import StoreResource
@@ -34,13 +35,20 @@ def batch_asset(settings: Settings, name: str, **kwargs):
 
 @contextmanager
 def step_span(context: dg.AssetExecutionContext) -> Iterator[None]:
-    """The span of one batch step, child of the sensor tick that requested the run when there was one."""
+    """The span of one batch step, child of the sensor tick that requested the run when there was one.
+
+    A full disk fails the step at once (retrying cannot help) and quarantines nothing: the batch stays
+    resumable for when there is space again."""
     telemetry.configure()
     parent = telemetry.step_context(context.run.run_id, context.partition_key, context.run.tags)
     token = otel_context.attach(parent)
     try:
         with instruments.current().tracer.start_as_current_span(f"{context.asset_key.to_user_string()} step"):
             yield
+    except NoSpaceLeft as full:
+        raise dg.Failure(
+            description=f"{full.strerror}: free some space, then resume the batch (nothing was quarantined)", allow_retries=False
+        ) from full
     finally:
         otel_context.detach(token)
 

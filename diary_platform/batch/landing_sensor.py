@@ -3,9 +3,11 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from diary_platform import telemetry
+from diary_platform.batch.recovery import recovery_for
 from diary_platform.domain import instruments
-from diary_platform.domain.ingest.landing import LandingCursor
-from diary_platform.partitions import BATCHES, batch_partitions
+from diary_platform.domain.ingest.claims import Owner
+from diary_platform.domain.ingest.landing import Intake, LandingCursor, LandingScanner
+from diary_platform.partitions import batch_partitions
 from diary_platform.resources import LandingFolder, StoreResource
 
 PROCESS_BATCH = "process_batch"
@@ -19,22 +21,27 @@ PROCESS_BATCH = "process_batch"
 )
 def landing_sensor(context: dg.SensorEvaluationContext, store: StoreResource, landing: LandingFolder):
     telemetry.configure()
-    scanner = landing.scanner(store, lambda key: context.instance.has_dynamic_partition(BATCHES, key))
+    now = datetime.now(timezone.utc)
+    recovery = recovery_for(context.instance, store.batches)
+    intake = Intake(store.batches, store.claims, Owner.this_process("sensor"), lambda key: recovery.state(key, now))
+    scanner = LandingScanner(landing.root, intake, landing.limits())
     with instruments.current().tracer.start_as_current_span("landing_sensor tick") as span:
-        tick = scanner.tick(LandingCursor.from_json(context.cursor), datetime.now(timezone.utc))
+        tick = scanner.tick(LandingCursor.from_json(context.cursor), now)
         keys = [batch.key for batch in tick.batches]
         span.set_attributes({"diary.files_scanned": tick.files_scanned, "diary.batches": len(keys)})
         trace_tags = telemetry.traceparent_tags()
     context.log.info(
         f"scanned {tick.files_scanned} files, {len(tick.cursor.pending)} settling, "
-        f"{len(tick.cursor.waiting)} waiting for a batch, {tick.duplicates} duplicates, {tick.refused} symlinks refused, {len(keys)} new batches"
+        f"{len(tick.cursor.waiting)} waiting for a batch, {tick.duplicates} duplicates, {len(keys)} new batches"
     )
+    if tick.skips.counts:
+        context.log.warning(f"not taken: {tick.skips.summary()}")
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
                 partition_key=batch.key,
                 run_key=batch.key,
-                tags={"diary/recordings": str(len(batch.items)), **trace_tags},
+                tags={"diary/recordings": str(len(batch.items)), "diary/source": "sensor", "diary/batch": batch.key, **trace_tags},
             )
             for batch in tick.batches
         ],

@@ -18,8 +18,12 @@ def raw_audio_asset(settings: Settings) -> dg.AssetsDefinition:
     )
     def raw_audio(context: dg.AssetExecutionContext, store: StoreResource) -> pl.DataFrame:
         started = time.perf_counter()
+        try:
+            manifest = store.batches.read(context.partition_key)
+        except FileNotFoundError as missing:
+            raise dg.Failure(description=str(missing), allow_retries=False) from None
         with step_span(context):
-            table = stages.ingest(store.batches.read(context.partition_key), store.store)
+            table = stages.ingest(manifest, store.store)
         context.add_output_metadata(batch_metadata(table, time.perf_counter() - started))
         return table
 

@@ -96,7 +96,7 @@ def ingest(manifest: BatchManifest, store: DataStore) -> pl.DataFrame:
 
     def source(row: dict) -> dict:
         item = arrivals[row["recording_id"]]
-        return {"source_path": item.source_path, "source_name": Path(item.source_path).name, "size_bytes": item.size}
+        return {"source_path": item.source_path, "source_name": Path(item.relative_path).name, "size_bytes": item.size}
 
     return _each_recording(rows, RAW_AUDIO, "ingest", copy, always=source)
 

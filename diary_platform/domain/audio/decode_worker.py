@@ -26,10 +26,12 @@ def handle(request: dict) -> dict:
     except AudioRejected as rejected:
         return {"ok": False, "reason": rejected.reason, "message": rejected.message}
     except OSError as error:
-        if error.errno != errno.EFBIG:
-            raise
-        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        return {"ok": False, "reason": "too_long", "message": f"The decoded audio grew past {limit / 1e6:.0f} MB and was stopped."}
+        if error.errno == errno.EFBIG:
+            limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+            return {"ok": False, "reason": "too_long", "message": f"The decoded audio grew past {limit / 1e6:.0f} MB and was stopped."}
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return {"ok": False, "fault": f"no space left on {target.parent}"}
+        raise
     measurements = assess(meter, speech_ratio(target), info.source_sample_rate, info.partial)
     return {"ok": True, "info": asdict(info), "partial": info.partial, "measurements": asdict(measurements)}
 

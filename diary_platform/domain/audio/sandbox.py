@@ -17,13 +17,24 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from diary_platform.domain.audio.decode import DEFAULT_MAX_DECODED_SECONDS, AudioInfo, AudioRejected, SAMPLE_RATE
 from diary_platform.domain.audio.measurements import Measurements
+from diary_platform.domain.store.objects import NoSpaceLeft
 
 WORKER_COMMAND = (sys.executable, "-m", "diary_platform.domain.audio.decode_worker")
+_LIVE_WORKERS: set[subprocess.Popen] = set()
+
+
+def stop_all_workers() -> None:
+    """Kill every decode worker of this process at once (each runs in its own session, so it would not
+    notice its parent dying until it had finished its file): for a process that must stop now."""
+    for worker in list(_LIVE_WORKERS):
+        with suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
 WAV_HEADER_BYTES = 44
 
 
@@ -82,6 +93,7 @@ class DecodeSandbox:
                 bufsize=1,
                 preexec_fn=_limit_child(self.limits),
             )
+            _LIVE_WORKERS.add(self._worker)
         return self._worker
 
     def _stop(self) -> None:
@@ -89,6 +101,7 @@ class DecodeSandbox:
             if self._worker.poll() is None:
                 os.killpg(self._worker.pid, signal.SIGKILL)
             self._worker.wait()
+            _LIVE_WORKERS.discard(self._worker)
             self._worker = None
 
     def decode(self, source: Path, target: Path) -> DecodeResult:
@@ -108,6 +121,8 @@ class DecodeSandbox:
         if answer is None:
             _remove_partial_output(target)
             raise self._failure(worker)
+        if "fault" in answer:
+            raise NoSpaceLeft(target.parent)
         if not answer["ok"]:
             raise AudioRejected(answer["reason"], answer["message"])
         return DecodeResult(AudioInfo(**answer["info"]), Measurements(**answer["measurements"]))

@@ -1,15 +1,18 @@
-"""Ingest batches: the unit of partitioning. A manifest file records what each batch holds.
+"""Ingest batches: the unit of partitioning. A manifest file records what each batch holds and who made it.
 
-The manifest is written before the partition is added, so it doubles as a write-ahead log:
-a sensor tick that dies after writing it is recovered by the next tick (see landing.py).
+The manifest is written before the partition is added, so it doubles as a write-ahead log: a batch
+whose partition, run or notes never came about is found from its manifest and resumed (recovery.py).
 """
 
-import hashlib
+import fcntl
 import json
+import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from diary_platform.domain.ingest.claims import Owner
 from diary_platform.domain.store.layout import write_text_atomic
 
 BATCH_KEY_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -26,31 +29,45 @@ class BatchItem:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """The process running a batch, since when."""
+
+    owner: Owner
+    since: datetime
+
+
+@dataclass(frozen=True)
 class BatchManifest:
     key: str
     created_at: str
     items: tuple[BatchItem, ...] = field(default_factory=tuple)
+    owner: Owner | None = None
 
     def to_json(self) -> str:
         return json.dumps(
-            {"key": self.key, "created_at": self.created_at, "items": [asdict(i) for i in self.items]},
+            {
+                "key": self.key,
+                "created_at": self.created_at,
+                "owner": asdict(self.owner) if self.owner else None,
+                "items": [asdict(i) for i in self.items],
+            },
             indent=2,
         )
 
     @classmethod
     def from_json(cls, text: str) -> "BatchManifest":
         raw = json.loads(text)
-        return cls(raw["key"], raw["created_at"], tuple(BatchItem(**item) for item in raw["items"]))
+        owner = Owner(**raw["owner"]) if raw.get("owner") else None
+        return cls(raw["key"], raw["created_at"], tuple(BatchItem(**item) for item in raw["items"]), owner)
 
 
-def new_batch_key(now: datetime, items: tuple[BatchItem, ...]) -> str:
-    """Sortable by creation time, URL-safe, and unique per content set (no commas, no slashes)."""
-    content = "\n".join(sorted(item.content_sha256 for item in items))
-    suffix = hashlib.sha256(content.encode()).hexdigest()[:8]
-    return f"{now.astimezone(timezone.utc).strftime(BATCH_KEY_TIME_FORMAT)}-{suffix}"
+def new_batch_key(now: datetime) -> str:
+    """Sortable by creation time, URL-safe, and unique to its maker (a random part: two makers in one second differ)."""
+    return f"{now.astimezone(timezone.utc).strftime(BATCH_KEY_TIME_FORMAT)}-{secrets.token_hex(4)}"
 
 
 def batch_time(key: str) -> datetime:
+    """When a batch was made, from its key; ValueError for a key that no maker of batches wrote."""
     return datetime.strptime(key.split("-", 1)[0], BATCH_KEY_TIME_FORMAT).replace(tzinfo=timezone.utc)
 
 
@@ -67,22 +84,68 @@ class BatchStore:
         write_text_atomic(target, manifest.to_json())
         return target
 
+    def exists(self, key: str) -> bool:
+        try:
+            return self.path(key).exists()
+        except ValueError:
+            return False
+
     def read(self, key: str) -> BatchManifest:
-        path = self.path(key)
+        try:
+            path = self.path(key)
+        except ValueError:
+            raise FileNotFoundError(f"there is no manifest for {key!r}: batches come from the landing sensor or `diary run`") from None
         if not path.exists():
-            raise FileNotFoundError(f"no manifest for batch {key!r} at {path}")
+            raise FileNotFoundError(f"there is no manifest for {key!r} at {path}: batches come from the landing sensor or `diary run`")
         return BatchManifest.from_json(path.read_text())
 
-    def keys_after(self, last_key: str | None, since: datetime) -> list[str]:
-        """Manifests newer than `last_key`, reading only the day folders from its day (or `since`) on."""
+    def _lease_path(self, key: str) -> Path:
+        return self.path(key).with_name(f"{key}.lease")
+
+    def lease(self, key: str) -> Lease | None:
+        """Who is running the batch now (its maker, or whoever resumed it last), and since when."""
+        try:
+            raw = json.loads(self._lease_path(key).read_text())
+        except FileNotFoundError:
+            return None
+        return Lease(Owner(**raw["owner"]), datetime.fromisoformat(raw["since"]))
+
+    def take_lease(self, key: str, owner: Owner, now: datetime, held: Callable[[Lease], bool]) -> bool:
+        """Become the one process that runs the batch, unless `held(lease)` says its holder is still at it."""
+        path = self._lease_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = self.lease(key)
+            if current is not None and current.owner != owner and held(current):
+                return False
+            write_text_atomic(path, json.dumps({"owner": asdict(owner), "since": now.isoformat()}))
+            return True
+
+    def give_up(self, key: str, attempts: int, last_error: str, now: datetime) -> None:
+        """Record that the batch failed `attempts` times and is not run again by itself."""
+        write_text_atomic(
+            self.path(key).with_name(f"{key}.gave_up"),
+            json.dumps({"attempts": attempts, "last_error": last_error, "at": now.isoformat()}),
+        )
+
+    def gave_up_keys(self) -> list[str]:
+        return sorted(path.name.removesuffix(".gave_up") for path in self.root.rglob("*.gave_up")) if self.root.exists() else []
+
+    def gave_up(self, key: str) -> dict | None:
+        try:
+            return json.loads(self.path(key).with_name(f"{key}.gave_up").read_text())
+        except FileNotFoundError:
+            return None
+
+    def keys_between(self, first: datetime, last: datetime) -> list[str]:
+        """Manifests made from `first` to `last` (inclusive), reading only those days' folders, oldest first."""
         if not self.root.exists():
             return []
-        first_day = batch_time(last_key) if last_key else since
-        since_day = first_day.astimezone(timezone.utc).strftime("%Y%m%d")
+        first_day, last_day = (moment.astimezone(timezone.utc).strftime("%Y%m%d") for moment in (first, last))
+        low, high = first.strftime(BATCH_KEY_TIME_FORMAT), last.strftime(BATCH_KEY_TIME_FORMAT)
         keys = []
         for day_dir in sorted(self.root.glob("[0-9]*/[0-9]*/[0-9]*")):
-            day = "".join(day_dir.relative_to(self.root).parts)
-            if day < since_day:
-                continue
-            keys.extend(p.stem for p in day_dir.glob("*.json") if last_key is None or p.stem > last_key)
+            if first_day <= "".join(day_dir.relative_to(self.root).parts) <= last_day:
+                keys.extend(p.stem for p in day_dir.glob("*.json") if low <= p.stem.split("-", 1)[0] <= high)
         return sorted(keys)

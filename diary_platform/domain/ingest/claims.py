@@ -1,15 +1,62 @@
-"""What has been ingested: one small marker file per landing file and per content hash.
+"""Who took what: one small marker file per landing file and per content hash, each naming its batch and owner.
 
-Markers are created with O_EXCL, so two ingest paths (the sensor and `diary run`) racing for the
-same content cannot both win. A lookup is one `stat`, so the claims scale with the data folder,
-not with a sensor cursor.
+A claim says only who took a recording and when; whether it was done is what Dagster recorded (see
+recovery.py). Markers are whole from the moment they exist: each is written to a temp file and
+hard-linked into place, which fails when the marker is already there, so two ingest paths (the sensor
+and `diary run`, two `diary run`s) racing for the same content cannot both win, and a reader never sees
+half a marker. A lookup is one read, so the claims scale with the data folder, not with a sensor cursor.
 """
 
+import fcntl
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+import socket
+import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When a process started (clock ticks since boot), which tells it from a later process with its pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The process that made a claim or a batch: what it is (cli, sensor, redrive) and how to tell it is alive."""
+
+    role: str
+    host: str
+    boot_id: str
+    pid: int
+    started: int
+
+    @classmethod
+    def this_process(cls, role: str) -> "Owner":
+        return cls(role, socket.gethostname(), _boot_id(), os.getpid(), _start_ticks(os.getpid()) or 0)
+
+    def alive(self) -> bool | None:
+        """True or False on the machine that made it; None elsewhere (it cannot be told from here)."""
+        if (self.host, self.boot_id) != (socket.gethostname(), _boot_id()):
+            return None
+        return _start_ticks(self.pid) == self.started
+
+    def label(self) -> str:
+        return f"{self.role} pid {self.pid} on {self.host}"
 
 
 @dataclass(frozen=True)
@@ -27,6 +74,47 @@ class LandingFileKey:
         return hashlib.sha256(raw).hexdigest()
 
 
+@dataclass(frozen=True)
+class Claim:
+    """Content taken into a batch: which batch, from which upload, by whom, when."""
+
+    content_sha256: str
+    batch_key: str
+    source: str
+    owner: Owner | None
+    claimed_at: str
+
+    @classmethod
+    def from_json(cls, content_sha256: str, raw: dict) -> "Claim":
+        owner = Owner(**raw["owner"]) if raw.get("owner") else None
+        return cls(content_sha256, raw["batch"], raw.get("source", ""), owner, raw.get("claimed_at", ""))
+
+
+def create_exclusive(marker: Path, payload: dict) -> bool:
+    """Create `marker` holding `payload`, whole, unless it exists: write a temp file, then hard-link it in."""
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=marker.parent, prefix=f".{marker.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temp, marker)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(temp)
+
+
+def _read(marker: Path) -> dict | None:
+    try:
+        return json.loads(marker.read_text())
+    except FileNotFoundError:
+        return None
+
+
 class Claims:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -34,39 +122,46 @@ class Claims:
     def _marker(self, kind: str, digest: str) -> Path:
         return self.root / kind / digest[:2] / f"{digest}.json"
 
-    def _create(self, marker: Path, payload: dict) -> bool:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        return True
+    def claim_content(self, content_sha256: str, batch_key: str, source: str, owner: Owner | None = None) -> bool:
+        """True when this content was not claimed before and now belongs to `batch_key`."""
+        payload = {
+            "batch": batch_key,
+            "source": source,
+            "owner": asdict(owner) if owner else None,
+            "claimed_at": datetime.now(timezone.utc).isoformat(),
+        }
+        return create_exclusive(self._marker("content", content_sha256), payload)
 
-    def _read(self, marker: Path) -> dict | None:
-        try:
-            return json.loads(marker.read_text())
-        except FileNotFoundError:
-            return None
-
-    def claim_content(self, content_sha256: str, batch_key: str, source: str) -> bool:
-        """True when this content was never ingested before and now belongs to `batch_key`."""
-        return self._create(
-            self._marker("content", content_sha256), {"batch": batch_key, "source": source}
-        )
+    def content_claim(self, content_sha256: str) -> Claim | None:
+        raw = _read(self._marker("content", content_sha256))
+        return Claim.from_json(content_sha256, raw) if raw else None
 
     def content_batch(self, content_sha256: str) -> str | None:
-        record = self._read(self._marker("content", content_sha256))
-        return record["batch"] if record else None
+        claim = self.content_claim(content_sha256)
+        return claim.batch_key if claim else None
+
+    @contextmanager
+    def _exclusive(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".reclaim.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def reclaim_content(self, content_sha256: str, from_batch: str, batch_key: str, source: str, owner: Owner) -> bool:
+        """Move content from a batch that gave up to `batch_key`; False when someone else moved it first."""
+        marker = self._marker("content", content_sha256)
+        with self._exclusive():
+            current = self.content_claim(content_sha256)
+            if current is None or current.batch_key != from_batch:
+                return False
+            marker.unlink()
+            return self.claim_content(content_sha256, batch_key, source, owner)
 
     def file_taken(self, key: LandingFileKey) -> bool:
         return self._marker("files", key.digest).exists()
 
     def mark_file_taken(self, key: LandingFileKey, content_sha256: str, batch_key: str | None) -> None:
-        self._create(
+        create_exclusive(
             self._marker("files", key.digest),
             {"path": key.relative_path, "user": key.user, "sha256": content_sha256, "batch": batch_key},
         )

@@ -1,19 +1,25 @@
-"""Turning a landing folder into ingest batches, a bounded amount of work at a time.
+"""Turning uploads into ingest batches: the landing folder a bounded amount at a time, or files handed to the CLI.
 
 One `tick` (called by the Dagster sensor, or by tests directly):
-1. re-emits manifests written by an earlier tick that died before its result was committed;
-2. looks at no more than `max_files_scanned` landing entries, resuming where the last tick stopped;
-3. takes a file only when its size and mtime are unchanged since it was last seen (no half-written
-   uploads) and the claims has not seen it (never the same file twice);
-4. hashes stable files within a byte budget and drops content that was ingested before;
-5. closes batches when full (files or bytes) or when their oldest file has waited long enough.
+1. looks at no more than `max_files_scanned` landing entries, resuming where the last tick stopped;
+2. takes a file only when its size and mtime are unchanged since it was last seen (no half-written
+   uploads) and no claim has it (never the same file twice);
+3. hashes stable files within a byte budget; content already claimed by a batch that is done, running or
+   to be resumed is a duplicate (recovery finishes that batch), content of a batch that gave up is new;
+4. closes batches when full (files or bytes) or when their oldest file has waited long enough.
 
-The cursor holds only bounded state: files waiting to settle, files waiting for a batch to fill,
-where the scan resumes, and the last batch emitted.
+Whatever goes wrong with one file (a symlink, not a regular file, a name that is not UTF-8, no
+permission to read it, gone before it was read) is a skip with a reason, never an error of the tick
+or of the run: the file stays untouched and the rest goes on.
+
+The cursor holds only bounded state: files waiting to settle, files waiting for a batch to fill, and
+where the scan resumes.
 """
 
+import errno
 import json
 import os
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -21,10 +27,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from diary_platform.domain.ingest.batches import BatchItem, BatchManifest, BatchStore, new_batch_key
-from diary_platform.domain.store.hashing import sha256_file
-from diary_platform.domain.ingest.claims import LandingFileKey, Claims
+from diary_platform.domain.ingest.claims import Claims, LandingFileKey, Owner
+from diary_platform.domain.ingest.recovery import BatchState
+from diary_platform.domain.store.hashing import NotARegularFile, sha256_upload
 
 DEFAULT_USER = "default"
+SKIP_EXAMPLES = 5
 T = TypeVar("T")
 
 
@@ -36,6 +44,44 @@ class BatchLimits:
     max_files_scanned: int = 5000
     max_bytes_hashed: int = 1024 * 1024 * 1024
     max_batches_per_tick: int = 64
+
+
+class Skipped(Exception):
+    """An upload that is not taken, and why: a reason code and a message for people."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def printable(path: str) -> str:
+    """A path as a person can read it and a log or a JSON file can hold it, whatever bytes its name has."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def check_name(path: str) -> None:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Skipped("name_not_utf8", f"{printable(path)}: the name is not valid UTF-8; rename the file to have it taken") from None
+
+
+def read_upload(path: Path) -> tuple[str, os.stat_result]:
+    """The content hash and stat of one upload, or Skipped with the reason it cannot be taken."""
+    check_name(str(path))
+    try:
+        return sha256_upload(path)
+    except NotARegularFile:
+        raise Skipped("not_a_file", f"{printable(str(path))} is not a regular file (a FIFO, device or folder)") from None
+    except FileNotFoundError:
+        raise Skipped("vanished", f"{printable(str(path))} was gone before it could be read") from None
+    except PermissionError as error:
+        raise Skipped("unreadable", f"{printable(str(path))} cannot be read: {error.strerror}") from None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise Skipped("symlink", f"{printable(str(path))} is a symbolic link; links are never followed") from None
+        raise Skipped("unreadable", f"{printable(str(path))} cannot be read: {error.strerror}") from None
 
 
 @dataclass(frozen=True)
@@ -51,7 +97,6 @@ class LandingCursor:
     pending: dict[str, list[int]] = field(default_factory=dict)
     waiting: list[Waiting] = field(default_factory=list)
     resume_after: str = ""
-    last_batch: str | None = None
 
     def to_json(self) -> str:
         raw = {**asdict(self), "waiting": [{**asdict(w.item), "ready_at": w.ready_at} for w in self.waiting]}
@@ -62,8 +107,8 @@ class LandingCursor:
         if not text:
             return cls()
         raw = json.loads(text)
-        waiting = [Waiting(BatchItem(**{k: v for k, v in w.items() if k != "ready_at"}), w["ready_at"]) for w in raw.pop("waiting")]
-        return cls(waiting=waiting, **raw)
+        waiting = [Waiting(BatchItem(**{k: v for k, v in w.items() if k != "ready_at"}), w["ready_at"]) for w in raw["waiting"]]
+        return cls(pending=raw["pending"], waiting=waiting, resume_after=raw["resume_after"])
 
 
 @dataclass(frozen=True)
@@ -75,6 +120,22 @@ class StableFile:
     key: LandingFileKey
 
 
+@dataclass
+class Skips:
+    """Files not taken, by reason: how many, and a few of their paths for the tick's log."""
+
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, skipped: Skipped, path: str) -> None:
+        self.counts[skipped.reason] += 1
+        if len(self.examples[skipped.reason]) < SKIP_EXAMPLES:
+            self.examples[skipped.reason].append(printable(path))
+
+    def summary(self) -> str:
+        return ", ".join(f"{count} {reason} ({', '.join(self.examples[reason])})" for reason, count in sorted(self.counts.items()))
+
+
 @dataclass(frozen=True)
 class Scan:
     """What one bounded pass over the landing folder saw."""
@@ -82,7 +143,6 @@ class Scan:
     pending: dict[str, list[int]]
     stable: list[StableFile]
     scanned: int
-    refused: int
     resume_after: str
 
 
@@ -92,7 +152,7 @@ class TickResult:
     cursor: LandingCursor
     files_scanned: int
     duplicates: int
-    refused: int
+    skips: Skips
 
 
 def _is_candidate_name(name: str) -> bool:
@@ -101,10 +161,9 @@ def _is_candidate_name(name: str) -> bool:
 
 
 def _walk_sorted(root: Path, relative: tuple[str, ...] = ()) -> Iterator[tuple[str, os.DirEntry]]:
-    """Regular files and symlinks under `root` in the string order of their relative paths, lazily.
+    """Every entry under `root` but folders (which are entered), in the string order of their relative paths.
 
-    Symlinks are yielded (for the scan to refuse and count), never followed.
-
+    Symlinks are yielded, never followed; so are FIFOs and devices, for the scan to refuse and count.
     A folder sorts as its name plus "/", so `a-b` comes before `a/x` exactly as the strings compare;
     the scan's resume point relies on that.
     """
@@ -113,16 +172,14 @@ def _walk_sorted(root: Path, relative: tuple[str, ...] = ()) -> Iterator[tuple[s
             os.scandir(root.joinpath(*relative)),
             key=lambda e: e.name + "/" if e.is_dir(follow_symlinks=False) else e.name,
         )
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
+    except OSError:
         return
     for entry in entries:
         if not _is_candidate_name(entry.name):
             continue
-        if entry.is_symlink():
-            yield "/".join((*relative, entry.name)), entry
-        elif entry.is_dir(follow_symlinks=False):
+        if entry.is_dir(follow_symlinks=False):
             yield from _walk_sorted(root, (*relative, entry.name))
-        elif entry.is_file(follow_symlinks=False):
+        else:
             yield "/".join((*relative, entry.name)), entry
 
 
@@ -131,89 +188,93 @@ def _user_of(relative_path: str) -> str:
     return parts[0] if len(parts) > 1 else DEFAULT_USER
 
 
-def commit_batch(
-    items: list[BatchItem],
-    now: datetime,
-    batch_store: BatchStore,
-    claims: Claims,
-    file_keys: dict[str, LandingFileKey] | None = None,
-) -> BatchManifest | None:
-    """Write the manifest first (the write-ahead log), then claim contents; lost claims drop items."""
-    manifest = BatchManifest(new_batch_key(now, tuple(items)), now.isoformat(), tuple(items))
-    batch_store.write(manifest)
-    kept = [i for i in items if _claim(i, manifest.key, claims, file_keys)]
-    if len(kept) != len(items):
-        if not kept:
-            batch_store.path(manifest.key).unlink()
+def _file_key(item: BatchItem) -> LandingFileKey:
+    return LandingFileKey(item.user, item.relative_path, item.size, item.mtime_ns)
+
+
+class Intake:
+    """Claiming content into new batches, whoever hands it over (the sensor, the CLI, a re-drive).
+
+    `state_of` says what became of the batch that claimed some content before (recovery.py): content of
+    a batch that gave up is claimed again; any other claim stands.
+    """
+
+    def __init__(self, batches: BatchStore, claims: Claims, owner: Owner, state_of: Callable[[str], BatchState]):
+        self.batches = batches
+        self.claims = claims
+        self.owner = owner
+        self.state_of = state_of
+
+    def holder(self, content_sha256: str) -> tuple[str, BatchState] | None:
+        """The batch that holds this content and its state; None when no batch does, or it gave up."""
+        claim = self.claims.content_claim(content_sha256)
+        if claim is None:
             return None
-        manifest = BatchManifest(manifest.key, manifest.created_at, tuple(kept))
-        batch_store.write(manifest)
-    return manifest
+        state = self.state_of(claim.batch_key)
+        return None if state is BatchState.GAVE_UP else (claim.batch_key, state)
 
+    def commit(self, items: list[BatchItem], now: datetime, file_keys: dict[str, LandingFileKey] | None = None) -> BatchManifest | None:
+        """Write the manifest and its lease first (the write-ahead log), then claim; items whose claim is lost drop out."""
+        manifest = BatchManifest(new_batch_key(now), now.isoformat(), tuple(items), self.owner)
+        self.batches.write(manifest)
+        self.batches.take_lease(manifest.key, self.owner, now, lambda lease: False)
+        kept = [i for i in items if self._claim(i, manifest.key, file_keys)]
+        if len(kept) != len(items):
+            if not kept:
+                self.batches.path(manifest.key).unlink()
+                return None
+            manifest = BatchManifest(manifest.key, manifest.created_at, tuple(kept), self.owner)
+            self.batches.write(manifest)
+        return manifest
 
-def _claim(
-    item: BatchItem, batch_key: str, claims: Claims, file_keys: dict[str, LandingFileKey] | None
-) -> bool:
-    claimed = claims.claim_content(item.content_sha256, batch_key, item.source_path)
-    owner = batch_key if claimed else claims.content_batch(item.content_sha256)
-    if file_keys and item.source_path in file_keys:
-        claims.mark_file_taken(file_keys[item.source_path], item.content_sha256, owner)
-    return claimed or owner == batch_key
+    def redrive(self, items: list[BatchItem], now: datetime) -> BatchManifest:
+        """A batch of content processed before (quarantined), whatever its claims say; content whose batch
+        gave up moves to this one, so that dropping it again later is a duplicate."""
+        manifest = BatchManifest(new_batch_key(now), now.isoformat(), tuple(items), self.owner)
+        self.batches.write(manifest)
+        self.batches.take_lease(manifest.key, self.owner, now, lambda lease: False)
+        for item in items:
+            previous = self.claims.content_claim(item.content_sha256)
+            if previous is None:
+                self.claims.claim_content(item.content_sha256, manifest.key, item.source_path, self.owner)
+            elif self.state_of(previous.batch_key) is BatchState.GAVE_UP:
+                self.claims.reclaim_content(item.content_sha256, previous.batch_key, manifest.key, item.source_path, self.owner)
+        return manifest
+
+    def _claim(self, item: BatchItem, batch_key: str, file_keys: dict[str, LandingFileKey] | None) -> bool:
+        sha = item.content_sha256
+        claimed = self.claims.claim_content(sha, batch_key, item.source_path, self.owner)
+        if not claimed:
+            previous = self.claims.content_claim(sha)
+            if previous is not None and self.state_of(previous.batch_key) is BatchState.GAVE_UP:
+                claimed = self.claims.reclaim_content(sha, previous.batch_key, batch_key, item.source_path, self.owner)
+        holder = batch_key if claimed else self.claims.content_batch(sha)
+        if file_keys and item.source_path in file_keys:
+            self.claims.mark_file_taken(file_keys[item.source_path], sha, holder)
+        return claimed
 
 
 class LandingScanner:
-    def __init__(
-        self,
-        landing_root: Path,
-        batch_store: BatchStore,
-        claims: Claims,
-        limits: BatchLimits,
-        is_emitted: Callable[[str], bool] = lambda key: False,
-    ):
+    def __init__(self, landing_root: Path, intake: Intake, limits: BatchLimits):
         self.landing_root = Path(landing_root)
-        self.batch_store = batch_store
-        self.claims = claims
+        self.intake = intake
+        self.claims = intake.claims
         self.limits = limits
-        self.is_emitted = is_emitted
 
     def tick(self, cursor: LandingCursor, now: datetime) -> TickResult:
-        recovered = self._recover(cursor, now)
-        scan = self._scan(cursor)
-        waiting, duplicates = self._hash_new(scan, cursor.waiting, now)
+        skips = Skips()
+        scan = self._scan(cursor, skips)
+        waiting, duplicates = self._hash_new(scan, cursor.waiting, now, skips)
         closed, waiting = self._close_batches(waiting, now)
-        batches = recovered + closed
-        new_cursor = LandingCursor(
-            pending=scan.pending,
-            waiting=waiting,
-            resume_after=scan.resume_after,
-            last_batch=max([b.key for b in batches], default=cursor.last_batch),
-        )
-        return TickResult(batches, new_cursor, scan.scanned, duplicates, scan.refused)
+        new_cursor = LandingCursor(pending=scan.pending, waiting=waiting, resume_after=scan.resume_after)
+        return TickResult(closed, new_cursor, scan.scanned, duplicates, skips)
 
-    def _recover(self, cursor: LandingCursor, now: datetime) -> list[BatchManifest]:
-        """Manifests written after the last emitted batch whose partition never got added."""
-        recovered = []
-        for key in self.batch_store.keys_after(cursor.last_batch, since=now):
-            if self.is_emitted(key):
-                continue
-            manifest = self.batch_store.read(key)
-            for item in manifest.items:
-                file_key = self._file_key(item)
-                self.claims.claim_content(item.content_sha256, key, item.source_path)
-                self.claims.mark_file_taken(file_key, item.content_sha256, key)
-            recovered.append(manifest)
-        return recovered
-
-    def _file_key(self, item: BatchItem) -> LandingFileKey:
-        return LandingFileKey(item.user, item.relative_path, item.size, item.mtime_ns)
-
-    def _scan(self, cursor: LandingCursor) -> Scan:
+    def _scan(self, cursor: LandingCursor, skips: Skips) -> Scan:
         start = cursor.resume_after
         waiting_paths = {w.item.relative_path for w in cursor.waiting}
         seen: dict[str, list[int]] = {}
         stable: list[StableFile] = []
         scanned = 0
-        refused = 0
         last = ""
         exhausted = True
         for relative_path, entry in _walk_sorted(self.landing_root):
@@ -224,13 +285,13 @@ class LandingScanner:
                 break
             scanned += 1
             last = relative_path
-            if entry.is_symlink():
-                refused += 1
+            try:
+                observed = self._observe(relative_path, entry)
+            except Skipped as skipped:
+                skips.add(skipped, relative_path)
                 continue
             if relative_path in waiting_paths:
                 continue
-            stat = entry.stat(follow_symlinks=False)
-            observed = [stat.st_size, stat.st_mtime_ns]
             key = LandingFileKey(_user_of(relative_path), relative_path, *observed)
             if self.claims.file_taken(key):
                 continue
@@ -244,9 +305,23 @@ class LandingScanner:
             for path, observed in cursor.pending.items()
             if not (path > start and (end is None or path <= end))
         }
-        return Scan({**untouched, **seen}, stable, scanned, refused, last if not exhausted else "")
+        return Scan({**untouched, **seen}, stable, scanned, last if not exhausted else "")
 
-    def _hash_new(self, scan: Scan, waiting: list[Waiting], now: datetime) -> tuple[list[Waiting], int]:
+    @staticmethod
+    def _observe(relative_path: str, entry: os.DirEntry) -> list[int]:
+        """Size and mtime of a landing entry that may become a recording; Skipped for anything else."""
+        if entry.is_symlink():
+            raise Skipped("symlink", f"{printable(relative_path)} is a symbolic link; links are never followed")
+        check_name(relative_path)
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                raise Skipped("not_a_file", f"{printable(relative_path)} is not a regular file (a FIFO, device or socket)")
+            status = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            raise Skipped("vanished", f"{printable(relative_path)} was gone before it could be looked at") from None
+        return [status.st_size, status.st_mtime_ns]
+
+    def _hash_new(self, scan: Scan, waiting: list[Waiting], now: datetime, skips: Skips) -> tuple[list[Waiting], int]:
         """Hash the stable files (within the byte budget; the rest wait for the next tick) and queue new content."""
         waiting = list(waiting)
         waiting_hashes = {w.item.content_sha256 for w in waiting}
@@ -258,11 +333,15 @@ class LandingScanner:
                 scan.pending[stable.relative_path] = [key.size, key.mtime_ns]
                 continue
             hashed_bytes += key.size
-            content_sha256 = sha256_file(Path(stable.absolute_path))
-            owner = self.claims.content_batch(content_sha256)
-            if owner is not None or content_sha256 in waiting_hashes:
+            try:
+                content_sha256, _ = read_upload(Path(stable.absolute_path))
+            except Skipped as skipped:
+                skips.add(skipped, stable.relative_path)
+                continue
+            holder = self.intake.holder(content_sha256)
+            if holder is not None or content_sha256 in waiting_hashes:
                 duplicates += 1
-                self.claims.mark_file_taken(key, content_sha256, owner)
+                self.claims.mark_file_taken(key, content_sha256, holder[0] if holder else None)
                 continue
             waiting_hashes.add(content_sha256)
             item = BatchItem(key.user, stable.absolute_path, stable.relative_path, key.size, key.mtime_ns, content_sha256)
@@ -281,8 +360,7 @@ class LandingScanner:
             chunk = list(_take_chunk(queue, self.limits, size=lambda w: w.item.size))
             queue = queue[len(chunk) :]
             items = [w.item for w in chunk]
-            file_keys = {i.source_path: self._file_key(i) for i in items}
-            manifest = commit_batch(items, now, self.batch_store, self.claims, file_keys)
+            manifest = self.intake.commit(items, now, {i.source_path: _file_key(i) for i in items})
             if manifest is not None:
                 closed.append(manifest)
         return closed, queue
@@ -301,39 +379,62 @@ def _take_chunk(queue: Iterable[T], limits: BatchLimits, size: Callable[[T], int
 
 
 @dataclass(frozen=True)
-class KnownFile:
+class HandedFile:
+    """A file handed to the CLI, and what became of it before any batch ran."""
+
     path: Path
-    content_sha256: str
-    batch_key: str | None
+    content_sha256: str | None = None
+    batch_key: str | None = None
+    state: BatchState | None = None
+    skipped: Skipped | None = None
 
 
-def batch_files(
-    files: list[Path],
-    user: str,
-    now: datetime,
-    batch_store: BatchStore,
-    claims: Claims,
-    limits: BatchLimits,
-) -> tuple[list[BatchManifest], list[KnownFile]]:
-    """Batches for files handed over directly (the CLI); content ingested before is returned as known."""
+def batch_files(files: list[Path], user: str, now: datetime, intake: Intake, limits: BatchLimits) -> tuple[list[BatchManifest], list[HandedFile]]:
+    """New batches for files handed over directly (the CLI), and every other file with what holds it:
+    a batch that is done, running elsewhere or to be resumed (state), or the reason it was skipped."""
     fresh: list[BatchItem] = []
-    known: list[KnownFile] = []
-    hashes: set[str] = set()
+    others: list[HandedFile] = []
+    hashes: dict[str, Path] = {}
     for path in files:
-        stat = path.stat()
-        content_sha256 = sha256_file(path)
-        owner = claims.content_batch(content_sha256)
-        if owner is not None or content_sha256 in hashes:
-            known.append(KnownFile(path, content_sha256, owner))
+        try:
+            content_sha256, status = read_upload(path)
+        except Skipped as skipped:
+            others.append(HandedFile(path, skipped=skipped))
             continue
-        hashes.add(content_sha256)
-        fresh.append(BatchItem(user, str(path.resolve()), path.name, stat.st_size, stat.st_mtime_ns, content_sha256))
+        holder = intake.holder(content_sha256)
+        if holder is not None:
+            others.append(HandedFile(path, content_sha256, *holder))
+            continue
+        if content_sha256 in hashes:
+            others.append(HandedFile(path, content_sha256))
+            continue
+        hashes[content_sha256] = path
+        fresh.append(BatchItem(user, str(path.absolute()), path.name, status.st_size, status.st_mtime_ns, content_sha256))
     manifests = []
     while fresh:
         chunk = list(_take_chunk(fresh, limits, size=lambda item: item.size))
         fresh = fresh[len(chunk) :]
-        manifest = commit_batch(chunk, now, batch_store, claims)
+        manifest = intake.commit(chunk, now)
         if manifest is not None:
             manifests.append(manifest)
-    resolved = [KnownFile(k.path, k.content_sha256, k.batch_key or claims.content_batch(k.content_sha256)) for k in known]
-    return manifests, resolved
+    claimed = {item.content_sha256: m.key for m in manifests for item in m.items}
+    return manifests, [_resolve(other, claimed, intake) for other in others] + _lost_races(hashes, claimed, intake)
+
+
+def _resolve(handed: HandedFile, claimed: dict[str, str], intake: Intake) -> HandedFile:
+    """A file whose content another file of this call brought in, or that was held when it was looked at."""
+    if handed.skipped or handed.batch_key or handed.content_sha256 is None:
+        return handed
+    if handed.content_sha256 in claimed:
+        return HandedFile(handed.path, handed.content_sha256, claimed[handed.content_sha256], BatchState.RUNNING)
+    holder = intake.holder(handed.content_sha256)
+    return HandedFile(handed.path, handed.content_sha256, *(holder or (None, None)))
+
+
+def _lost_races(hashes: dict[str, Path], claimed: dict[str, str], intake: Intake) -> list[HandedFile]:
+    """Files whose content another process claimed between the look and the claim."""
+    return [
+        HandedFile(path, sha, *(intake.holder(sha) or (None, None)))
+        for sha, path in hashes.items()
+        if sha not in claimed
+    ]

@@ -1,18 +1,24 @@
-"""The quarantine: recordings whose latest attempt was rejected, and re-driving them as a new batch.
+"""The quarantine: recordings whose latest attempt was rejected or whose batch gave up, and re-driving them.
 
 A recording's latest row (by batch key, which sorts by time) decides: once a re-drive succeeds, the
-recording leaves the quarantine. Re-driving reads each original from content-addressed storage (it
-was kept untouched), so nothing that succeeded is ingested again.
+recording leaves the quarantine. A batch that failed too often (recovery.py) puts all its recordings
+here as `gave_up`, with the last error, unless a later batch has them. Re-driving reads each original
+from content-addressed storage where it was stored (it was kept untouched), else from its upload.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
+from pathlib import Path
 
 import polars as pl
 
-from diary_platform.domain.ingest.batches import BatchItem, BatchManifest, BatchStore, new_batch_key
-from diary_platform.domain.schemas import STATUS_QUARANTINED
 from diary_platform.domain.catalog import RAW_AUDIO, VALIDATED_AUDIO, Catalog, latest_rows
+from diary_platform.domain.ingest.batches import BatchItem, BatchManifest, BatchStore
+from diary_platform.domain.ingest.landing import Intake
+from diary_platform.domain.schemas import STATUS_QUARANTINED
+from diary_platform.domain.store.hashing import recording_id_for
+
+GAVE_UP = "gave_up"
 
 
 @dataclass(frozen=True)
@@ -30,16 +36,21 @@ class QuarantinedRecording:
     recorded_at: datetime
 
 
-def list_quarantine(catalog: Catalog, reasons: set[str] | None = None) -> list[QuarantinedRecording]:
-    """Recordings whose latest validation rejected them, optionally only those with one of `reasons`."""
+def list_quarantine(catalog: Catalog, batches: BatchStore, reasons: set[str] | None = None) -> list[QuarantinedRecording]:
+    """Recordings whose latest validation rejected them or whose batch gave up, optionally only those with one
+    of `reasons`."""
     validated = catalog.every_batch(VALIDATED_AUDIO)
-    if validated.is_empty():
+    latest = pl.DataFrame()
+    if not validated.is_empty():
+        sources = catalog.every_batch(RAW_AUDIO).select("recording_id", "batch_key", "source_path", "source_name", "size_bytes")
+        latest = latest_rows(validated.join(sources, on=["recording_id", "batch_key"], how="left"))
+    listed = _rejected(latest) + _given_up(catalog, batches, latest)
+    return sorted((r for r in listed if not reasons or r.reason in reasons), key=lambda r: (r.batch_key, r.recording_id))
+
+
+def _rejected(latest: pl.DataFrame) -> list[QuarantinedRecording]:
+    if latest.is_empty():
         return []
-    sources = catalog.every_batch(RAW_AUDIO).select("recording_id", "batch_key", "source_path", "source_name", "size_bytes")
-    latest = latest_rows(validated.join(sources, on=["recording_id", "batch_key"], how="left"))
-    quarantined = latest.filter(pl.col("status") == STATUS_QUARANTINED)
-    if reasons:
-        quarantined = quarantined.filter(pl.col("reason").is_in(sorted(reasons)))
     return [
         QuarantinedRecording(
             recording_id=row["recording_id"],
@@ -54,12 +65,49 @@ def list_quarantine(catalog: Catalog, reasons: set[str] | None = None) -> list[Q
             size_bytes=row["size_bytes"],
             recorded_at=row["recorded_at"],
         )
-        for row in quarantined.sort("batch_key", "recording_id").iter_rows(named=True)
+        for row in latest.filter(pl.col("status") == STATUS_QUARANTINED).iter_rows(named=True)
     ]
 
 
-def redrive_manifest(recordings: list[QuarantinedRecording], now: datetime, batch_store: BatchStore) -> BatchManifest:
-    """A new batch of exactly these recordings, read from their stored originals where there are any."""
+def _given_up(catalog: Catalog, batches: BatchStore, latest: pl.DataFrame) -> list[QuarantinedRecording]:
+    """The recordings of batches that gave up, but for those a later batch has taken."""
+    newest = dict(latest.select("recording_id", "batch_key").iter_rows()) if not latest.is_empty() else {}
+    listed = []
+    for key in batches.gave_up_keys():
+        record = batches.gave_up(key)
+        stored = _stored_originals(catalog, key)
+        for item in batches.read(key).items:
+            recording_id = recording_id_for(item.content_sha256)
+            if newest.get(recording_id, "") > key:
+                continue
+            listed.append(
+                QuarantinedRecording(
+                    recording_id=recording_id,
+                    content_sha256=item.content_sha256,
+                    user=item.user,
+                    batch_key=key,
+                    reason=GAVE_UP,
+                    message=f"The batch failed {record['attempts']} times and was given up; last error: {record['last_error']}",
+                    source_name=Path(item.relative_path).name,
+                    stored_original=stored.get(recording_id),
+                    source_path=item.source_path,
+                    size_bytes=item.size,
+                    recorded_at=datetime.fromtimestamp(item.mtime_ns / 1e9, tz=timezone.utc),
+                )
+            )
+    return listed
+
+
+def _stored_originals(catalog: Catalog, key: str) -> dict[str, str]:
+    if not catalog.has(RAW_AUDIO, key):
+        return {}
+    raw = catalog.batch(RAW_AUDIO, key).filter(pl.col("original_uri").is_not_null())
+    return dict(raw.select("recording_id", "original_uri").iter_rows())
+
+
+def redrive_manifest(recordings: list[QuarantinedRecording], now: datetime, intake: Intake) -> BatchManifest:
+    """A new batch of exactly these recordings, read from their stored originals where there are any; content
+    of a batch that gave up moves to the new batch."""
     items = tuple(
         BatchItem(
             user=r.user,
@@ -71,6 +119,4 @@ def redrive_manifest(recordings: list[QuarantinedRecording], now: datetime, batc
         )
         for r in recordings
     )
-    manifest = BatchManifest(new_batch_key(now, items), now.isoformat(), items)
-    batch_store.write(manifest)
-    return manifest
+    return intake.redrive(list(items), now)

@@ -5,27 +5,45 @@ explicit timeout. The SDKs retry 408, 409, 429 and 5xx (Anthropic's 529 too); a 
 429 must not be retried, so a response hook marks it `x-should-retry: false`, a header both SDKs obey.
 """
 
+import ipaddress
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlparse
 
 import httpx2
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 QUOTA_MARKERS = ("insufficient_quota", "spend limit", "spending limit", "credit balance", "quota")
 
 
-@dataclass(frozen=True)
+ProviderKind = Literal["openai", "anthropic", "openai_compatible"]
+
+
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class ProviderSpec:
     name: str
-    kind: str  # openai | anthropic | openai_compatible
-    models: tuple[str, ...]
+    kind: ProviderKind
+    models: tuple[str, ...] = Field(min_length=1)
     api_key_env: str | None = None
-    base_url: str | None = None
-    context_tokens: int = 100_000
+    base_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+")
+    context_tokens: int = Field(default=100_000, gt=0)
 
-    @property
-    def cloud(self) -> bool:
-        """OpenAI and Anthropic cost money and see the data; an OpenAI-compatible server is the user's own."""
-        return self.kind in ("openai", "anthropic")
+    def is_local(self, local_hosts: Iterable[str] = ()) -> bool:
+        """A server of the user's own, that may see unredacted transcripts under `local_only` and costs nothing:
+        only an OpenAI-compatible server on a loopback address, or on a host the configuration lists in
+        `local_hosts`. Anything else, OpenAI and Anthropic above all, is a cloud provider."""
+        if self.kind != "openai_compatible" or not self.base_url:
+            return False
+        host = (urlparse(self.base_url).hostname or "").lower()
+        if host == "localhost" or host in {h.lower() for h in local_hosts}:
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
 
 @dataclass(frozen=True)

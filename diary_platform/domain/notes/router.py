@@ -15,7 +15,8 @@ from datetime import date, timezone
 from pathlib import Path
 
 import pybreaker
-import yaml
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from diary_platform.domain.notes import prompting
 from diary_platform.domain.notes.breakers import breaker_for
@@ -29,46 +30,25 @@ MAX_CALL_TIMEOUT_SECONDS = 60.0
 CONTEXT_SHARE_FOR_TRANSCRIPT = 0.6
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class RouterConfig:
+    """How notes are written: the providers in order and the limits around them (the LLM configuration file,
+    read by llm_config.py). Values are checked when it is made: an unknown key or provider kind is an error."""
+
     providers: tuple[ProviderSpec, ...] = ()
-    call_timeout_seconds: float = 30.0
-    note_deadline_seconds: float = 120.0
-    max_retries: int = 2
-    max_output_tokens: int = 1200
-    breaker_fail_max: int = 3
-    breaker_reset_seconds: float = 300.0
-    budget_usd_per_user_per_day: float = 0.50
+    call_timeout_seconds: float = Field(default=30.0, gt=0, le=MAX_CALL_TIMEOUT_SECONDS)
+    note_deadline_seconds: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=2, ge=0)
+    max_output_tokens: int = Field(default=1200, gt=0)
+    breaker_fail_max: int = Field(default=3, gt=0)
+    breaker_reset_seconds: float = Field(default=300.0, gt=0)
+    budget_usd_per_user_per_day: float = Field(default=0.50, ge=0)
     redact: bool = True
     local_only: bool = False
+    local_hosts: tuple[str, ...] = ()
     template: str = "diary_entry"
     templates_by_user: dict[str, str] = field(default_factory=dict)
     prices_file: str | None = None
-
-    @classmethod
-    def from_yaml(cls, text: str) -> "RouterConfig":
-        raw = yaml.safe_load(text) or {}
-        breaker = raw.pop("breaker", {}) or {}
-        providers = tuple(
-            ProviderSpec(
-                name=p["name"],
-                kind=p["kind"],
-                models=tuple(p["models"]),
-                api_key_env=p.get("api_key_env"),
-                base_url=p.get("base_url"),
-                context_tokens=int(p.get("context_tokens", 100_000)),
-            )
-            for p in raw.pop("providers", []) or []
-        )
-        config = cls(
-            providers=providers,
-            breaker_fail_max=int(breaker.get("fail_max", 3)),
-            breaker_reset_seconds=float(breaker.get("reset_seconds", 300)),
-            **raw,
-        )
-        if config.call_timeout_seconds > MAX_CALL_TIMEOUT_SECONDS:
-            raise ValueError(f"call_timeout_seconds must be at most {MAX_CALL_TIMEOUT_SECONDS:g}")
-        return config
 
 
 class OutputTruncated(Exception):
@@ -82,6 +62,7 @@ class _Route:
     spec: ProviderSpec
     provider: Provider
     breaker: pybreaker.CircuitBreaker
+    local: bool
 
 
 @dataclass
@@ -130,7 +111,7 @@ class NoteRouter:
                 state_dir, spec.name, config.breaker_fail_max, config.breaker_reset_seconds,
                 exclude=[lambda error: not (isinstance(error, ProviderFailure) and error.kind == "unavailable")],
             )
-            self.chain.append(_Route(spec, provider, breaker))
+            self.chain.append(_Route(spec, provider, breaker, spec.is_local(config.local_hosts)))
 
     def write(self, request: NoteRequest) -> Note:
         started = time.monotonic()
@@ -142,10 +123,10 @@ class NoteRouter:
         )
         if request.transcript.strip():
             for route in self.chain:
-                if route.spec.cloud and self.config.local_only:
+                if not route.local and self.config.local_only:
                     note.path.append(f"{route.spec.name}:skipped(local_only)")
                     continue
-                if route.spec.cloud and self.spend.spent(note.user, note.day) >= self.config.budget_usd_per_user_per_day:
+                if not route.local and self.spend.spent(note.user, note.day) >= self.config.budget_usd_per_user_per_day:
                     note.path.append(f"{route.spec.name}:skipped(budget)")
                     note.remark("Daily budget reached: cloud providers skipped, written by a free provider.")
                     continue
@@ -201,7 +182,7 @@ class NoteRouter:
 
     def _draft(self, route: _Route, model: str, note: _NoteInProgress) -> NoteDraft:
         template = prompting.load_template(note.template)
-        redacted = self.config.redact and route.spec.cloud
+        redacted = self.config.redact and not route.local
         budget = int(route.spec.context_tokens * CONTEXT_SHARE_FOR_TRANSCRIPT)
         drafts = []
         for first, chunk in prompting.split_segments(note.segments, budget):

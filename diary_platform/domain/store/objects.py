@@ -12,6 +12,7 @@ change; nothing here moves objects there.
 """
 
 import base64
+import errno
 import hashlib
 import os
 import shutil
@@ -69,6 +70,13 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+class NoSpaceLeft(OSError):
+    """The disk (or quota) holding the data is full: a fault of the platform, never of a recording."""
+
+    def __init__(self, folder: Path):
+        super().__init__(errno.ENOSPC, f"no space left on {folder}")
+
+
 def is_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 
@@ -86,6 +94,11 @@ def atomic_writer(target: Path) -> Iterator[BinaryIO]:
             os.fsync(handle.fileno())
         os.replace(tmp_path, target)
         _fsync_dir(target.parent)
+    except OSError as error:
+        tmp_path.unlink(missing_ok=True)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoSpaceLeft(target.parent) from error
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

@@ -1,0 +1,119 @@
+"""What the Dagster instance knows of a batch, and the sensor that resumes batches a crash left half done.
+
+A batch is done when its `diary_notes` materialized. A run of it counts as live while it is queued or
+running, unless it ran in a process (a `diary run`) that is gone: such a run is reported failed here,
+so the UI shows what happened. Failed runs Dagster will retry by itself count as live too.
+"""
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
+from dagster._core.storage.tags import WILL_RETRY_TAG
+
+from diary_platform.domain import catalog
+from diary_platform.domain.ingest.batches import BatchStore
+from diary_platform.domain.ingest.claims import Owner
+from diary_platform.domain.ingest.recovery import BatchRuns, Recovery
+from diary_platform.partitions import BATCHES, batch_partitions
+from diary_platform.resources import StoreResource
+
+PROCESS_TAGS = {"role": "diary/role", "host": "diary/host", "boot_id": "diary/boot", "pid": "diary/pid", "started": "diary/started"}
+PARTITION_TAG = "dagster/partition"
+RECOVERY_WINDOW = timedelta(days=7)
+MAX_RESUMED_PER_TICK = 32
+
+
+def process_tags(owner: Owner) -> dict[str, str]:
+    """Run tags naming the process that executes a run in-process, so a later look can tell it is gone."""
+    return {tag: str(getattr(owner, name)) for name, tag in PROCESS_TAGS.items()}
+
+
+def _owner_of(tags: dict[str, str]) -> Owner | None:
+    if PROCESS_TAGS["pid"] not in tags:
+        return None
+    return Owner(
+        role=tags[PROCESS_TAGS["role"]], host=tags[PROCESS_TAGS["host"]], boot_id=tags[PROCESS_TAGS["boot_id"]],
+        pid=int(tags[PROCESS_TAGS["pid"]]), started=int(tags[PROCESS_TAGS["started"]]),
+    )
+
+
+def _last_error(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
+    for entry in reversed(instance.all_logs(run.run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE})):
+        event = entry.dagster_event
+        data = event.step_failure_data if event.event_type == dg.DagsterEventType.STEP_FAILURE else None
+        if data is not None and data.error is not None:
+            return f"{event.step_key}: {data.error.message.strip()}"
+        if event.message:
+            return event.message
+    return None
+
+
+def batch_runs(instance: dg.DagsterInstance, key: str) -> BatchRuns:
+    notes = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(catalog.DIARY_NOTES), asset_partitions=[key]), limit=1
+    )
+    live = False
+    failed: list[dg.DagsterRun] = []
+    for run in instance.get_runs(filters=dg.RunsFilter(tags={PARTITION_TAG: key})):
+        if run.status in NOT_FINISHED_STATUSES:
+            owner = _owner_of(run.tags)
+            if owner is not None and owner.alive() is False:
+                instance.report_run_failed(run, f"the process that ran it ({owner.label()}) is gone; the batch is resumable")
+                failed.append(run)
+            else:
+                live = True
+        elif run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+            if run.tags.get(WILL_RETRY_TAG) == "true":
+                live = True
+            else:
+                failed.append(run)
+    last_error = _last_error(instance, failed[0]) if failed else None  # runs come newest first
+    return BatchRuns(done=bool(notes.records), live=live, failures=len(failed), last_error=last_error)
+
+
+def fail_runs_of_this_process(instance: dg.DagsterInstance, message: str) -> None:
+    """Mark the unfinished runs this process executes as failed: it is about to stop."""
+    me = Owner.this_process("")
+    tags = {PROCESS_TAGS[name]: str(getattr(me, name)) for name in ("host", "boot_id", "pid", "started")}
+    for run in instance.get_runs(filters=dg.RunsFilter(tags=tags, statuses=list(NOT_FINISHED_STATUSES))):
+        instance.report_run_failed(run, message)
+
+
+def recovery_for(instance: dg.DagsterInstance, batches: BatchStore) -> Recovery:
+    return Recovery(batches, lambda key: batch_runs(instance, key))
+
+
+@dg.sensor(
+    job_name="process_batch",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Resumes batches a crash, a kill or a pre-emption left half done (not done, no live run, no live "
+        "owner): one new run per attempt; after three failures their recordings are quarantined as gave_up."
+    ),
+)
+def recovery_sensor(context: dg.SensorEvaluationContext, store: StoreResource):
+    now = datetime.now(timezone.utc)
+    recovery = recovery_for(context.instance, store.batches)
+    requests, unregistered = [], []
+    for manifest, runs in recovery.stranded(now - RECOVERY_WINDOW, now):
+        if len(requests) >= MAX_RESUMED_PER_TICK:
+            break
+        if not context.instance.has_dynamic_partition(BATCHES, manifest.key):
+            unregistered.append(manifest.key)
+        attempt = runs.failures + 1
+        requests.append(
+            dg.RunRequest(
+                partition_key=manifest.key,
+                run_key=f"{manifest.key}:attempt-{attempt}",
+                tags={"diary/source": "recovery", "diary/attempt": str(attempt), "diary/batch": manifest.key},
+            )
+        )
+    if not requests:
+        return dg.SkipReason("no batch to resume")
+    context.log.info(f"resuming {len(requests)} batches: {', '.join(r.partition_key for r in requests)}")
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[batch_partitions.build_add_request(unregistered)] if unregistered else [],
+    )

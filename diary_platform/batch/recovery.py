@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
-from dagster._core.storage.tags import WILL_RETRY_TAG
+from dagster._core.storage.tags import MAX_RETRIES_TAG, WILL_RETRY_TAG
 
 from diary_platform.domain import catalog
 from diary_platform.domain.ingest.batches import BatchStore
@@ -25,8 +25,9 @@ MAX_RESUMED_PER_TICK = 32
 
 
 def process_tags(owner: Owner) -> dict[str, str]:
-    """Run tags naming the process that executes a run in-process, so a later look can tell it is gone."""
-    return {tag: str(getattr(owner, name)) for name, tag in PROCESS_TAGS.items()}
+    """Run tags naming the process that executes a run in-process, so a later look can tell it is gone. The
+    daemon cannot relaunch such a run (it has no code location to launch from): recovery resumes it instead."""
+    return {MAX_RETRIES_TAG: "0", **{tag: str(getattr(owner, name)) for name, tag in PROCESS_TAGS.items()}}
 
 
 def _owner_of(tags: dict[str, str]) -> Owner | None:
@@ -39,14 +40,13 @@ def _owner_of(tags: dict[str, str]) -> Owner | None:
 
 
 def _last_error(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
-    for entry in reversed(instance.all_logs(run.run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE})):
-        event = entry.dagster_event
-        data = event.step_failure_data if event.event_type == dg.DagsterEventType.STEP_FAILURE else None
-        if data is not None and data.error is not None:
-            return f"{event.step_key}: {data.error.message.strip()}"
-        if event.message:
-            return event.message
-    return None
+    """What made the run fail: its last failed step's error, else the run's own failure message."""
+    for entry in reversed(instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)):
+        error = entry.dagster_event.step_failure_data.error
+        if error is not None:
+            return f"{entry.dagster_event.step_key}: {error.message.strip()}"
+    failures = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    return failures[-1].dagster_event.message if failures else None
 
 
 def batch_runs(instance: dg.DagsterInstance, key: str) -> BatchRuns:

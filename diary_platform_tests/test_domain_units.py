@@ -1,7 +1,30 @@
 """Fast unit tests of the domain modules a silent regression would hurt most (and that mutation testing runs)."""
 
+import errno
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from datetime import date, datetime, timedelta, timezone
+
+import polars as pl
+import pybreaker
+import pytest
+
+from diary_platform.domain.ingest.batches import BatchItem, BatchStore, Lease
+from diary_platform.domain.ingest.claims import Claims, LandingFileKey, Owner
+from diary_platform.domain.ingest.landing import (
+    BatchLimits, Intake, LandingCursor, Skipped, Skips, Waiting, _take_chunk, batch_files, check_name, printable, read_upload,
+)
+from diary_platform.domain.ingest.recovery import FOREIGN_LEASE, SENSOR_GRACE, BatchRuns, BatchState, Recovery, lease_held
+from diary_platform.domain.notes.breakers import FileBreakerStorage, breaker_for
+from diary_platform.domain.notes.spend import DailySpend, call_cost, load_prices
 from diary_platform.domain.speech.guards import GuardConfig, apply_guards, has_repetition_loop
 from diary_platform.domain.speech.transcription import Segment
+from diary_platform.domain.store.hashing import NotARegularFile, recording_id_for, sha256_file, sha256_upload
+from diary_platform.domain.store.layout import DataStore, asset_of
 
 
 def test_guards_catch_a_repetition_loop_and_silence_hallucinations():
@@ -22,3 +45,422 @@ def test_guards_catch_a_repetition_loop_and_silence_hallucinations():
     assert [d.guard for d in dropped] == ["repetition_loop", "compression_ratio", "silence", "repeated_segment"]
     assert not has_repetition_loop("we had a very very good day", 3, 6)
     assert has_repetition_loop("no no no no", 3, 6)
+
+
+# --- guards -------------------------------------------------------------------------------------------------
+
+
+def _segment(text="words", compression=1.3, no_speech=0.1, logprob=-0.3):
+    return Segment(start=0.0, end=1.0, text=text, avg_logprob=logprob, no_speech_prob=no_speech, compression_ratio=compression)
+
+
+def test_each_guard_triggers_just_past_its_threshold_and_not_at_it():
+    config = GuardConfig()
+    assert apply_guards([_segment(compression=2.4)], config)[1] == []
+    assert [d.guard for d in apply_guards([_segment(compression=2.41)], config)[1]] == ["compression_ratio"]
+    assert apply_guards([_segment(no_speech=0.6, logprob=-1.1)], config)[1] == []
+    assert apply_guards([_segment(no_speech=0.61, logprob=-1.0)], config)[1] == []
+    assert [d.guard for d in apply_guards([_segment(no_speech=0.61, logprob=-1.01)], config)[1]] == ["silence"]
+    dropped = apply_guards([_segment("a b"), _segment("A, b!")], config)[1]
+    assert [(d.guard, d.text, d.start, d.end) for d in dropped] == [("repeated_segment", "A, b!", 0.0, 1.0)]
+    assert apply_guards([_segment(""), _segment("")], config)[1] == [], "empty segments are not repeats"
+
+
+def test_a_repetition_loop_is_more_than_max_repeats_of_a_phrase_of_up_to_max_words():
+    assert not has_repetition_loop("go go go", 3, 6) and has_repetition_loop("go go go go", 3, 6)
+    assert has_repetition_loop("one two three one two three one two three one two three", 3, 6)
+    six = "a b c d e f "
+    assert has_repetition_loop(six * 4, 3, 6) and not has_repetition_loop(six * 4, 3, 5)
+    assert not has_repetition_loop("x y " * 4, 4, 6) and has_repetition_loop("x y " * 5, 4, 6)
+    assert has_repetition_loop("It's it's it's it's", 3, 1)
+
+
+# --- spend --------------------------------------------------------------------------------------------------
+
+
+def test_a_call_costs_tokens_times_the_list_price_per_million(tmp_path):
+    prices = {"m": {"input": 0.15, "output": 0.60}}
+    assert call_cost(prices, "m", 2_000_000, 500_000) == pytest.approx(0.6)
+    assert call_cost(prices, "m", 1, 0) == pytest.approx(0.15e-6)
+    assert call_cost(prices, "unknown", 10**9, 10**9) == 0.0
+    own = tmp_path / "prices.yaml"
+    own.write_text("m: {input: 1.0, output: 2.0}\n")
+    assert load_prices(own) == {"m": {"input": 1.0, "output": 2.0}}
+    assert load_prices()["gpt-4o-mini"]["input"] > 0
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_prices(empty) == {}
+
+
+def test_spend_adds_up_per_user_and_day_across_processes(tmp_path):
+    day = date(2026, 11, 26)
+    spend = DailySpend(tmp_path)
+    assert spend.spent("alice", day) == 0.0
+    spend.add("alice", day, 0.25)
+    DailySpend(tmp_path).add("alice", day, 0.5)
+    spend.add("bob", day, 1.0)
+    spend.add("alice", day + timedelta(days=1), 2.0)
+    assert spend.spent("alice", day) == pytest.approx(0.75) and spend.spent("bob", day) == 1.0
+    assert spend.spent("alice", day + timedelta(days=1)) == 2.0
+    assert (tmp_path / "spend" / "2026-11-26" / "alice.json").exists()
+
+
+# --- breakers -----------------------------------------------------------------------------------------------
+
+
+def test_a_breaker_opens_after_fail_max_counted_failures_and_ignores_excluded_errors(tmp_path):
+    class Counted(Exception):
+        pass
+
+    class Ignored(Exception):
+        pass
+
+    breaker = breaker_for(tmp_path, "p", fail_max=2, reset_seconds=60, exclude=[lambda error: isinstance(error, Ignored)])
+    assert breaker.name == "p" and breaker.fail_max == 2 and breaker.reset_timeout == 60
+
+    def fail(error):
+        raise error
+
+    for _ in range(3):
+        with pytest.raises(Ignored):
+            breaker.call(fail, Ignored())
+    assert breaker.current_state == "closed"
+    with pytest.raises(Counted):
+        breaker.call(fail, Counted())
+    with pytest.raises(Counted):
+        breaker.call(fail, Counted())
+    assert breaker.current_state == "open", "the failure that trips it is raised as itself"
+    with pytest.raises(pybreaker.CircuitBreakerError):
+        breaker.call(lambda: "never called")
+    shared = breaker_for(tmp_path, "p", fail_max=2, reset_seconds=60, exclude=[])
+    assert shared.current_state == "open", "another process sees the same state"
+
+
+def test_a_breaker_closes_after_a_successful_trial_and_counts_from_zero_again(tmp_path):
+    storage = FileBreakerStorage(tmp_path / "breakers" / "p.json")
+    assert (storage.state, storage.counter, storage.success_counter, storage.opened_at) == ("closed", 0, 0, None)
+    breaker = breaker_for(tmp_path, "p", fail_max=1, reset_seconds=30, exclude=[])
+    with pytest.raises(ValueError):
+        breaker.call(lambda: (_ for _ in ()).throw(ValueError("down")))
+    assert storage.state == "open" and storage.opened_at is not None
+    storage.opened_at = datetime.now(timezone.utc) - timedelta(seconds=31)
+    assert breaker.call(lambda: "up") == "up"
+    assert (storage.state, storage.counter) == ("closed", 0)
+    storage.increment_success_counter()
+    storage.increment_success_counter()
+    assert storage.success_counter == 2
+    storage.reset_success_counter()
+    storage.increment_counter()
+    assert (storage.success_counter, storage.counter) == (0, 1)
+    storage.reset_counter()
+    assert storage.counter == 0
+
+
+# --- hashing and the store's layout -----------------------------------------------------------------------
+
+
+def test_an_upload_is_hashed_only_when_it_is_a_regular_file_reached_without_a_link(tmp_path):
+    upload = tmp_path / "a.wav"
+    upload.write_bytes(b"x" * (3 << 20))
+    sha, status = sha256_upload(upload)
+    assert sha == hashlib.sha256(upload.read_bytes()).hexdigest() == sha256_file(upload) and status.st_size == 3 << 20
+    assert recording_id_for(sha) == sha[:24]
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(NotARegularFile):
+        sha256_upload(tmp_path / "pipe")
+    with pytest.raises(NotARegularFile):
+        sha256_upload(tmp_path)
+    os.symlink(upload, tmp_path / "link.wav")
+    with pytest.raises(OSError) as linked:
+        sha256_upload(tmp_path / "link.wav")
+    assert linked.value.errno == errno.ELOOP
+
+
+def test_the_layout_puts_each_kind_of_object_under_its_own_key(tmp_path):
+    sha = "ab" + "c" * 62
+    assert DataStore.original_key(sha, ".FLAC") == f"audio/original/ab/{sha}.flac"
+    assert DataStore.original_key(sha, "") == f"audio/original/ab/{sha}"
+    assert DataStore.normalised_key(sha) == f"audio/normalised/ab/{sha}.wav"
+    assert DataStore.table_key("transcripts", "b1") == "tables/transcripts/b1.parquet"
+    assert DataStore.transcript_key("r1", "srt") == "transcripts/r1.srt" and DataStore.note_key("r1") == "notes/r1.md"
+    assert [asset_of(k) for k in ("tables/x/b.parquet", f"audio/original/ab/{sha}", "audio/normalised/a", "transcripts/r",
+                                  "notes/r.md", "records/retention/t.json", "elsewhere")] == [
+        "x", "raw_audio", "validated_audio", "transcripts", "diary_notes", "records", "other"]
+    store = DataStore(tmp_path)
+    assert (store.batches_root, store.claims_root) == (tmp_path / "batches", tmp_path / "claims")
+    store.write_table("t", "b2", pl.DataFrame({"a": [1]}))
+    store.write_table("t", "b1", pl.DataFrame({"a": [2]}))
+    store.objects.write_bytes("tables/t/notes.txt", b"not a table")
+    assert store.table_partitions("t") == ["b1", "b2"] and store.read_table("t", "b1")["a"].to_list() == [2]
+    assert store.has_table("t", "b1") and not store.has_table("t", "b3")
+    written = store.write_text("notes/r.md", "# hi")
+    assert store.read_text(written.uri) == "# hi" and store.find_uri(written.uri).size == 4
+
+
+def test_an_original_is_stored_once_under_its_content_and_a_missing_upload_says_so(tmp_path):
+    store = DataStore(tmp_path / "data")
+    upload = tmp_path / "memo.M4A"
+    upload.write_bytes(b"audio bytes" * 100_000)
+    sha = hashlib.sha256(upload.read_bytes()).hexdigest()
+    first = store.store_original(upload, sha)
+    assert (first.key, first.size, first.new, first.tier) == (DataStore.original_key(sha, ".m4a"), upload.stat().st_size, True, "hot")
+    assert store.objects.read_bytes(first.key) == upload.read_bytes()
+    upload.unlink()
+    again = store.store_original(upload, sha)
+    assert (again.key, again.new, again.size) == (first.key, False, first.size), "found by content, the upload not needed"
+    with pytest.raises(FileNotFoundError, match="is gone"):
+        store.store_original(tmp_path / "other.m4a", "0" * 64)
+
+
+# --- claims -------------------------------------------------------------------------------------------------
+
+
+def test_an_owner_is_alive_while_its_process_runs_and_unknown_from_another_machine():
+    me = Owner.this_process("cli")
+    assert me.pid == os.getpid() and me.alive() is True and me.label() == f"cli pid {os.getpid()} on {me.host}"
+    assert Owner("cli", me.host, me.boot_id, me.pid, me.started + 1).alive() is False, "a later process with the same pid"
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    assert Owner("cli", me.host, me.boot_id, int(finished.stdout), 1).alive() is False
+    assert Owner("cli", "another-host", me.boot_id, me.pid, me.started).alive() is None
+    assert Owner("cli", me.host, "another-boot", me.pid, me.started).alive() is None
+
+
+def test_content_is_claimed_once_and_moves_only_from_the_batch_named(tmp_path):
+    claims = Claims(tmp_path)
+    me = Owner.this_process("cli")
+    assert claims.content_claim("a" * 64) is None and claims.content_batch("a" * 64) is None
+    assert claims.claim_content("a" * 64, "b1", "/up/a.wav", me)
+    assert not claims.claim_content("a" * 64, "b2", "/up/a.wav", me)
+    claim = claims.content_claim("a" * 64)
+    assert (claim.batch_key, claim.source, claim.owner, claim.content_sha256) == ("b1", "/up/a.wav", me, "a" * 64)
+    assert datetime.fromisoformat(claim.claimed_at).tzinfo is not None
+    assert not claims.reclaim_content("a" * 64, "b9", "b3", "/up/a.wav", me), "only from the batch it is in"
+    assert claims.reclaim_content("a" * 64, "b1", "b3", "/up/a.wav", me) and claims.content_batch("a" * 64) == "b3"
+    assert not claims.reclaim_content("c" * 64, "b1", "b3", "/up/c.wav", me), "nothing to move"
+    key = LandingFileKey("alice", "alice/a.wav", 10, 123)
+    assert key.digest != LandingFileKey("alice", "alice/a.wav", 11, 123).digest
+    assert not claims.file_taken(key)
+    claims.mark_file_taken(key, "a" * 64, "b3")
+    claims.mark_file_taken(key, "a" * 64, "b4")
+    assert claims.file_taken(key) and json.loads(claims._marker("files", key.digest).read_text())["batch"] == "b3"
+
+
+# --- recovery -----------------------------------------------------------------------------------------------
+
+
+def _item(sha: str, name: str = "a.wav", size: int = 10):
+    return BatchItem("alice", f"/up/{name}", f"alice/{name}", size, 1_700_000_000_000_000_000, sha)
+
+
+def _runs(done=False, live=False, failures=0):
+    return BatchRuns(done=done, live=live, failures=failures, last_error="boom" if failures else None)
+
+
+def _made(tmp_path, owner, at):
+    batches = BatchStore(tmp_path / "batches")
+    intake = Intake(batches, Claims(tmp_path / "claims"), owner, lambda key: BatchState.RUNNING)
+    return batches, intake.commit([_item("a" * 64)], at)
+
+
+def test_a_batch_is_done_running_stranded_or_given_up(tmp_path):
+    now = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+    me = Owner.this_process("cli")
+    batches, manifest = _made(tmp_path, replace(me, started=me.started + 1), now)
+    state = lambda runs, at=now: Recovery(batches, lambda key: runs).state(manifest.key, at)  # noqa: E731
+    assert state(_runs(done=True, live=True)) is BatchState.DONE
+    assert state(_runs(live=True)) is BatchState.RUNNING
+    assert state(_runs(failures=5)) is BatchState.STRANDED, "a dead owner, no live run"
+    batches.take_lease(manifest.key, Owner.this_process("cli"), now, lambda lease: False)
+    assert state(_runs()) is BatchState.RUNNING, "a live process holds the lease"
+    batches.give_up(manifest.key, 3, "boom", now)
+    assert state(_runs(done=True)) is BatchState.GAVE_UP and batches.gave_up(manifest.key)["last_error"] == "boom"
+    assert batches.gave_up_keys() == [manifest.key]
+
+
+def test_leases_of_the_sensor_and_of_other_machines_lapse_after_their_time(tmp_path):
+    now = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+    me = Owner.this_process("cli")
+    sensor = Owner("sensor", me.host, me.boot_id, me.pid, me.started)
+    assert lease_held(Lease(sensor, now - SENSOR_GRACE + timedelta(seconds=1)), now)
+    assert not lease_held(Lease(sensor, now - SENSOR_GRACE), now)
+    remote = Owner("cli", "elsewhere", "", 1, 1)
+    assert lease_held(Lease(remote, now - FOREIGN_LEASE + timedelta(seconds=1)), now)
+    assert not lease_held(Lease(remote, now - FOREIGN_LEASE), now)
+    assert lease_held(Lease(me, now - timedelta(days=30)), now), "a live local process holds it however long"
+
+
+def test_stranded_batches_are_found_in_their_window_and_given_up_after_max_attempts(tmp_path):
+    now = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+    dead = Owner("cli", "elsewhere", "", 1, 1)
+    batches, first = _made(tmp_path, dead, now - FOREIGN_LEASE - timedelta(hours=1))
+    failures = {first.key: 2}
+    recovery = Recovery(batches, lambda key: _runs(failures=failures.get(key, 0)), max_attempts=3)
+    assert [m.key for m, _ in recovery.stranded(now - timedelta(days=1), now)] == [first.key]
+    assert list(recovery.stranded(now - timedelta(minutes=10), now)) == [], "outside the window"
+    assert recovery.take(first.key, Owner.this_process("cli"), now)
+    assert not recovery.take(first.key, Owner.this_process("recover"), now), "the lease is held by a live process now"
+    failures[first.key] = 3
+    batches._lease_path(first.key).unlink()
+    assert list(recovery.stranded(now - timedelta(days=1), now)) == []
+    assert recovery.state(first.key, now) is BatchState.GAVE_UP and batches.gave_up(first.key)["attempts"] == 3
+
+
+# --- intake (the landing scanner's and the CLI's claims) -------------------------------------------------------
+
+
+def _intake(tmp_path, states=None, role="cli"):
+    states = states if states is not None else {}
+    batches = BatchStore(tmp_path / "batches")
+    return Intake(batches, Claims(tmp_path / "claims"), Owner.this_process(role), lambda key: states.get(key, BatchState.RUNNING))
+
+
+NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+
+
+def test_a_batch_keeps_only_the_items_it_won_and_is_not_written_when_it_won_none(tmp_path):
+    intake = _intake(tmp_path)
+    first = intake.commit([_item("a" * 64, "a.wav"), _item("b" * 64, "b.wav")], NOW)
+    assert [i.content_sha256 for i in first.items] == ["a" * 64, "b" * 64] and first.owner == intake.owner
+    assert intake.batches.lease(first.key).owner == intake.owner, "the maker holds the lease from the start"
+    second = intake.commit([_item("b" * 64, "b2.wav"), _item("c" * 64, "c.wav")], NOW)
+    assert [i.content_sha256 for i in second.items] == ["c" * 64]
+    assert intake.batches.read(second.key).items == second.items, "the manifest on disk says the same"
+    assert intake.commit([_item("a" * 64, "again.wav")], NOW) is None
+    assert sorted(p.name for p in intake.batches.root.rglob("*.json")) == sorted([f"{first.key}.json", f"{second.key}.json"])
+    assert first.key != second.key and first.key[:16] == second.key[:16] == "20261126T120000Z"
+
+
+def test_content_of_a_batch_that_gave_up_is_taken_again_and_any_other_stays_where_it_is(tmp_path):
+    states = {}
+    intake = _intake(tmp_path, states)
+    old = intake.commit([_item("a" * 64)], NOW)
+    for state in (BatchState.DONE, BatchState.RUNNING, BatchState.STRANDED):
+        states[old.key] = state
+        assert intake.holder("a" * 64) == (old.key, state)
+        assert intake.commit([_item("a" * 64, "again.wav")], NOW) is None
+    states[old.key] = BatchState.GAVE_UP
+    assert intake.holder("a" * 64) is None and intake.holder("f" * 64) is None
+    new = intake.commit([_item("a" * 64, "again.wav")], NOW)
+    assert new is not None and intake.claims.content_batch("a" * 64) == new.key
+    key = LandingFileKey("alice", "alice/again.wav", 10, 1)
+    intake.commit([_item("d" * 64, "again.wav")], NOW, {"/up/again.wav": key})
+    assert intake.claims.file_taken(key)
+
+
+def test_a_redrive_moves_content_only_from_batches_that_gave_up(tmp_path):
+    states = {}
+    intake = _intake(tmp_path, states)
+    done = intake.commit([_item("a" * 64)], NOW)
+    failed = intake.commit([_item("b" * 64)], NOW)
+    states.update({done.key: BatchState.DONE, failed.key: BatchState.GAVE_UP})
+    redriven = intake.redrive([_item("a" * 64), _item("b" * 64), _item("c" * 64)], NOW)
+    assert len(redriven.items) == 3 and intake.batches.read(redriven.key) == redriven
+    assert [intake.claims.content_batch(s * 64) for s in "abc"] == [done.key, redriven.key, redriven.key]
+
+
+def test_files_handed_over_are_new_held_by_a_batch_duplicated_or_skipped_with_their_reason(tmp_path):
+    states = {}
+    intake = _intake(tmp_path, states)
+    folder = tmp_path / "up"
+    folder.mkdir()
+    for name, content in {"a.wav": b"A", "b.wav": b"B", "a-copy.wav": b"A", "c.wav": b"C"}.items():
+        (folder / name).write_bytes(content)
+    os.symlink(folder / "a.wav", folder / "link.wav")
+    earlier = intake.commit([_item(hashlib.sha256(b"C").hexdigest(), "c.wav")], NOW)
+    states[earlier.key] = BatchState.STRANDED
+    files = [folder / n for n in ("a.wav", "b.wav", "a-copy.wav", "c.wav", "link.wav", "missing.wav")]
+    manifests, others = batch_files(files, "alice", NOW, intake, BatchLimits(max_files=1))
+    assert [[i.relative_path for i in m.items] for m in manifests] == [["a.wav"], ["b.wav"]], "one file per batch"
+    assert manifests[0].items[0].source_path == str(folder / "a.wav") and manifests[0].items[0].size == 1
+    by_name = {h.path.name: h for h in others}
+    assert (by_name["a-copy.wav"].batch_key, by_name["a-copy.wav"].state) == (manifests[0].key, BatchState.RUNNING)
+    assert (by_name["c.wav"].batch_key, by_name["c.wav"].state) == (earlier.key, BatchState.STRANDED)
+    assert by_name["link.wav"].skipped.reason == "symlink" and by_name["missing.wav"].skipped.reason == "vanished"
+    assert set(by_name) == {"a-copy.wav", "c.wav", "link.wav", "missing.wav"}
+
+
+def test_batches_close_at_the_file_or_byte_limit_and_never_empty():
+    limits = BatchLimits(max_files=3, max_bytes=100)
+    sizes = lambda chunk: [x for x in chunk]  # noqa: E731
+    assert sizes(_take_chunk([10, 20, 30, 40], limits, size=int)) == [10, 20, 30]
+    assert sizes(_take_chunk([60, 40, 1], limits, size=int)) == [60, 40]
+    assert sizes(_take_chunk([60, 41], limits, size=int)) == [60]
+    assert sizes(_take_chunk([500, 1], limits, size=int)) == [500], "an upload bigger than the limit is a batch of its own"
+    assert sizes(_take_chunk([], limits, size=int)) == []
+
+
+def test_what_cannot_be_taken_says_why(tmp_path):
+    with pytest.raises(Skipped) as bad_name:
+        check_name("alice/M\udce4rz.wav")
+    assert bad_name.value.reason == "name_not_utf8" and "M\\xe4rz.wav" in bad_name.value.message
+    check_name("alice/März.wav")
+    os.mkfifo(tmp_path / "pipe.wav")
+    assert _skip_reason(tmp_path / "pipe.wav") == "not_a_file"
+    assert _skip_reason(tmp_path) == "not_a_file"
+    assert _skip_reason(tmp_path / "gone.wav") == "vanished"
+    os.symlink(tmp_path / "pipe.wav", tmp_path / "link.wav")
+    assert _skip_reason(tmp_path / "link.wav") == "symlink"
+    assert printable("a/M\udce4rz") == "a/M\\xe4rz" and printable("plain") == "plain"
+    skips = Skips()
+    for index in range(7):
+        skips.add(Skipped("unreadable", "x"), f"alice/{index}.wav")
+    skips.add(Skipped("symlink", "x"), "bob/l.wav")
+    assert dict(skips.counts) == {"unreadable": 7, "symlink": 1}
+    assert skips.summary() == "1 symlink (bob/l.wav), 7 unreadable (alice/0.wav, alice/1.wav, alice/2.wav, alice/3.wav, alice/4.wav)"
+
+
+def _skip_reason(path) -> str:
+    with pytest.raises(Skipped) as skipped:
+        read_upload(path)
+    return skipped.value.reason
+
+
+def test_the_cursor_survives_its_json_with_waiting_items_intact():
+    cursor = LandingCursor(pending={"alice/a.wav": [1, 2]}, waiting=[Waiting(_item("a" * 64), NOW.isoformat())], resume_after="alice/a.wav")
+    assert LandingCursor.from_json(cursor.to_json()) == cursor
+    assert LandingCursor.from_json(None) == LandingCursor() == LandingCursor.from_json("")
+
+
+# --- the quarantine -----------------------------------------------------------------------------------------
+
+
+def _table_rows(schema, rows):
+    from diary_platform.domain.schemas import blank_row, table
+
+    return table(schema, [{**blank_row(schema), **row} for row in rows])
+
+
+def _identity(sha, key, status="ok", reason=None):
+    return {"recording_id": sha[:24], "content_sha256": sha, "batch_key": key, "user": "alice",
+            "recorded_at": NOW, "status": status, "reason": reason, "message": f"{reason} happened" if reason else None}
+
+
+def test_the_quarantine_lists_latest_rejections_and_given_up_batches_and_filters_by_reason(tmp_path):
+    from diary_platform.domain.catalog import Catalog
+    from diary_platform.domain.ingest.quarantine import list_quarantine
+    from diary_platform.domain.schemas import RAW_AUDIO, VALIDATED_AUDIO
+
+    store = DataStore(tmp_path)
+    a, b, c = "a" * 64, "b" * 64, "c" * 64
+    raw = lambda sha, key: {**_identity(sha, key), "source_path": f"/up/{sha[0]}.wav", "source_name": f"{sha[0]}.wav",  # noqa: E731
+                            "original_uri": f"file:///o/{sha[0]}", "size_bytes": 5}
+    store.write_table("raw_audio", "20261126T100000Z-1", _table_rows(RAW_AUDIO, [raw(a, "20261126T100000Z-1"), raw(b, "20261126T100000Z-1")]))
+    store.write_table("validated_audio", "20261126T100000Z-1", _table_rows(VALIDATED_AUDIO, [
+        {**_identity(a, "20261126T100000Z-1", "quarantined", "too_long"), "original_uri": "file:///o/a"},
+        {**_identity(b, "20261126T100000Z-1", "quarantined", "empty_file"), "original_uri": "file:///o/b"},
+    ]))
+    store.write_table("raw_audio", "20261126T110000Z-2", _table_rows(RAW_AUDIO, [raw(b, "20261126T110000Z-2")]))
+    store.write_table("validated_audio", "20261126T110000Z-2", _table_rows(VALIDATED_AUDIO, [
+        {**_identity(b, "20261126T110000Z-2"), "original_uri": "file:///o/b"},
+    ]))
+    intake = _intake(tmp_path)
+    given_up = intake.commit([_item(c, "c.wav"), _item(a, "a-again.wav")], NOW)
+    intake.batches.give_up(given_up.key, 3, "transcripts: boom", NOW)
+    listed = {(r.recording_id[0], r.reason, r.batch_key) for r in list_quarantine(Catalog(store), intake.batches)}
+    assert listed == {("a", "too_long", "20261126T100000Z-1"), ("c", "gave_up", given_up.key), ("a", "gave_up", given_up.key)}
+    [gave_up_c] = [r for r in list_quarantine(Catalog(store), intake.batches, {"gave_up"}) if r.recording_id[0] == "c"]
+    assert gave_up_c.source_name == "c.wav" and "3 times" in gave_up_c.message and "transcripts: boom" in gave_up_c.message
+    assert gave_up_c.stored_original is None and gave_up_c.source_path == "/up/c.wav"
+    [too_long] = list_quarantine(Catalog(store), intake.batches, {"too_long"})
+    assert (too_long.source_name, too_long.stored_original, too_long.message, too_long.size_bytes) == ("a.wav", "file:///o/a", "too_long happened", 5)
+    assert list_quarantine(Catalog(DataStore(tmp_path / "empty")), BatchStore(tmp_path / "none")) == []

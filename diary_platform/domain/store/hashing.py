@@ -30,10 +30,11 @@ def sha256_upload(path: Path) -> tuple[str, os.stat_result]:
     """The sha256 and stat of an upload, opened without following a symlink and without blocking on a FIFO;
     NotARegularFile for anything that is not a plain file."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode):
+        os.close(fd)
+        raise NotARegularFile(f"{path} is not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        status = os.fstat(handle.fileno())
-        if not stat.S_ISREG(status.st_mode):
-            raise NotARegularFile(f"{path} is not a regular file")
         digest = hashlib.sha256()
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
 import polars as pl
 import pybreaker
@@ -16,7 +17,8 @@ import pytest
 from diary_platform.domain.ingest.batches import BatchItem, BatchStore, Lease
 from diary_platform.domain.ingest.claims import Claims, LandingFileKey, Owner
 from diary_platform.domain.ingest.landing import (
-    BatchLimits, Intake, LandingCursor, Skipped, Skips, Waiting, _take_chunk, batch_files, check_name, printable, read_upload,
+    BatchLimits, Intake, LandingCursor, LandingScanner, Skipped, Skips, Waiting, _take_chunk, batch_files, check_name, printable,
+    read_upload,
 )
 from diary_platform.domain.ingest.recovery import FOREIGN_LEASE, SENSOR_GRACE, BatchRuns, BatchState, Recovery, lease_held
 from diary_platform.domain.notes.breakers import FileBreakerStorage, breaker_for
@@ -464,3 +466,207 @@ def test_the_quarantine_lists_latest_rejections_and_given_up_batches_and_filters
     [too_long] = list_quarantine(Catalog(store), intake.batches, {"too_long"})
     assert (too_long.source_name, too_long.stored_original, too_long.message, too_long.size_bytes) == ("a.wav", "file:///o/a", "too_long happened", 5)
     assert list_quarantine(Catalog(DataStore(tmp_path / "empty")), BatchStore(tmp_path / "none")) == []
+
+
+# --- the landing scanner, tick by tick --------------------------------------------------------------------------
+
+
+def _scanner(tmp_path, states=None, **limits):
+    landing = tmp_path / "landing"
+    landing.mkdir(parents=True, exist_ok=True)
+    intake = _intake(tmp_path, states, role="sensor")
+    return landing, intake, LandingScanner(landing, intake, BatchLimits(**{"max_wait_seconds": 0, **limits}))
+
+
+def _two_ticks(scanner, cursor=None):
+    first = scanner.tick(cursor or LandingCursor(), NOW)
+    return first, scanner.tick(LandingCursor.from_json(first.cursor.to_json()), NOW + timedelta(seconds=15))
+
+
+def test_names_uploaders_use_for_unfinished_files_and_hidden_files_are_passed_over(tmp_path):
+    landing, _, scanner = _scanner(tmp_path)
+    for name in (".hidden.wav", "a.part", "b.tmp", "c.crdownload", "d.wav"):
+        (landing / name).write_bytes(name.encode())
+    (landing / ".cache").mkdir()
+    (landing / ".cache" / "x.wav").write_bytes(b"x")
+    _, second = _two_ticks(scanner)
+    assert [i.relative_path for b in second.batches for i in b.items] == ["d.wav"] and second.files_scanned == 1
+
+
+def test_a_tick_reports_every_file_it_cannot_take_with_its_reason_and_path(tmp_path):
+    landing, _, scanner = _scanner(tmp_path)
+    (landing / "alice").mkdir()
+    os.mkfifo(landing / "alice" / "pipe.wav")
+    os.symlink("/etc/passwd", landing / "alice" / "link.wav")
+    (landing / "alice" / "ok.wav").write_bytes(b"ok")
+    _, second = _two_ticks(scanner)
+    assert dict(second.skips.examples) == {"not_a_file": ["alice/pipe.wav"], "symlink": ["alice/link.wav"]}
+    assert [i.relative_path for b in second.batches for i in b.items] == ["alice/ok.wav"]
+    with pytest.raises(Skipped) as fifo:
+        LandingScanner._observe("alice/pipe.wav", next(e for e in os.scandir(landing / "alice") if e.name == "pipe.wav"))
+    assert (fifo.value.reason, fifo.value.message) == ("not_a_file", "alice/pipe.wav is not a regular file (a FIFO, device or socket)")
+    with pytest.raises(Skipped) as link:
+        LandingScanner._observe("alice/link.wav", next(e for e in os.scandir(landing / "alice") if e.name == "link.wav"))
+    assert link.value.message == "alice/link.wav is a symbolic link; links are never followed"
+
+
+def test_hashing_stops_at_its_byte_budget_and_the_rest_waits_for_the_next_tick(tmp_path):
+    landing, intake, scanner = _scanner(tmp_path, max_bytes_hashed=15)
+    for name in ("a.wav", "b.wav", "c.wav"):
+        (landing / name).write_bytes(name.encode() * 2)  # 10 bytes each
+    first, second = _two_ticks(scanner)
+    assert [i.relative_path for b in second.batches for i in b.items] == ["a.wav"]
+    assert second.cursor.pending == {n: [10, (landing / n).stat().st_mtime_ns] for n in ("b.wav", "c.wav")}
+    third = scanner.tick(LandingCursor.from_json(second.cursor.to_json()), NOW + timedelta(seconds=30))
+    assert [i.relative_path for b in third.batches for i in b.items] == ["b.wav"], "one more within the budget"
+
+
+def test_duplicates_are_counted_and_each_file_marked_with_the_batch_that_holds_its_content(tmp_path):
+    landing, intake, scanner = _scanner(tmp_path)
+    (landing / "alice").mkdir()
+    for name in ("a.wav", "a-copy.wav", "a-again.wav"):
+        (landing / "alice" / name).write_bytes(b"same content")
+    (landing / "alice" / "b.wav").write_bytes(b"other content")
+    _, second = _two_ticks(scanner)
+    [batch] = second.batches
+    assert second.duplicates == 2 and len(batch.items) == 2
+    for name in ("a.wav", "a-copy.wav", "a-again.wav", "b.wav"):
+        status = (landing / "alice" / name).stat()
+        key = LandingFileKey("alice", f"alice/{name}", status.st_size, status.st_mtime_ns)
+        assert intake.claims.file_taken(key), name
+    marker = intake.claims._marker("files", LandingFileKey("alice", "alice/b.wav", *[(landing / "alice" / "b.wav").stat().st_size,
+                                                                                     (landing / "alice" / "b.wav").stat().st_mtime_ns]).digest)
+    assert json.loads(marker.read_text())["batch"] == batch.key
+    (landing / "alice" / "later.wav").write_bytes(b"other content")
+    _, again = _two_ticks(scanner, LandingCursor.from_json(second.cursor.to_json()))
+    status = (landing / "alice" / "later.wav").stat()
+    later = intake.claims._marker("files", LandingFileKey("alice", "alice/later.wav", status.st_size, status.st_mtime_ns).digest)
+    assert again.duplicates == 1 and json.loads(later.read_text()) == {
+        "path": "alice/later.wav", "user": "alice", "sha256": hashlib.sha256(b"other content").hexdigest(), "batch": batch.key}
+
+
+def test_a_batch_closes_when_exactly_full_and_a_tick_closes_at_most_max_batches(tmp_path):
+    landing, _, scanner = _scanner(tmp_path, max_files=2, max_wait_seconds=3600, max_batches_per_tick=2)
+    for index in range(5):
+        (landing / f"{index}.wav").write_bytes(bytes([index]) * 3)
+    _, second = _two_ticks(scanner)
+    assert [len(b.items) for b in second.batches] == [2, 2] and len(second.cursor.waiting) == 1
+    landing2, _, by_bytes = _scanner(tmp_path / "bytes", max_bytes=6, max_wait_seconds=3600)
+    for index in range(2):
+        (landing2 / f"{index}.wav").write_bytes(bytes([index]) * 3)
+    assert [len(b.items) for b in _two_ticks(by_bytes)[1].batches] == [2], "exactly max_bytes closes the batch"
+
+
+def test_a_commit_that_loses_some_claims_rewrites_its_manifest_with_its_time_and_owner(tmp_path):
+    intake = _intake(tmp_path)
+    intake.commit([_item("a" * 64)], NOW)
+    kept = intake.commit([_item("a" * 64), _item("b" * 64, "b.wav")], NOW)
+    on_disk = intake.batches.read(kept.key)
+    assert (on_disk.created_at, on_disk.owner, [i.content_sha256 for i in on_disk.items]) == (NOW.isoformat(), intake.owner, ["b" * 64])
+    claim = intake.claims.content_claim("b" * 64)
+    assert (claim.source, claim.owner) == ("/up/b.wav", intake.owner)
+
+
+def test_a_reclaimed_or_redriven_claim_names_its_new_source_and_owner(tmp_path):
+    states = {}
+    intake = _intake(tmp_path, states)
+    old = intake.commit([_item("a" * 64)], NOW)
+    states[old.key] = BatchState.GAVE_UP
+    other = Intake(intake.batches, intake.claims, Owner.this_process("redrive"), intake.state_of)
+    new = other.commit([_item("a" * 64, "renamed.wav")], NOW)
+    claim = intake.claims.content_claim("a" * 64)
+    assert (claim.batch_key, claim.source, claim.owner.role) == (new.key, "/up/renamed.wav", "redrive")
+    states[new.key] = BatchState.GAVE_UP
+    redriven = other.redrive([_item("a" * 64, "again.wav"), _item("c" * 64, "c.wav")], NOW)
+    assert (redriven.created_at, redriven.owner.role) == (NOW.isoformat(), "redrive")
+    for sha, source in (("a" * 64, "/up/again.wav"), ("c" * 64, "/up/c.wav")):
+        claim = intake.claims.content_claim(sha)
+        assert (claim.batch_key, claim.source, claim.owner.role) == (redriven.key, source, "redrive")
+    assert intake.batches.lease(redriven.key).owner.role == "redrive"
+
+
+def test_a_file_whose_content_another_process_claimed_in_between_is_reported_with_that_batch(tmp_path):
+    states = {}
+    intake = _intake(tmp_path, states)
+    upload = tmp_path / "a.wav"
+    upload.write_bytes(b"A")
+    sha = hashlib.sha256(b"A").hexdigest()
+
+    class Racing(Intake):
+        def commit(self, items, now, file_keys=None):
+            rival.commit([_item(sha, "rival.wav")], now)  # another process wins the race between look and claim
+            return super().commit(items, now, file_keys)
+
+    rival = _intake(tmp_path, states, role="sensor")
+    racing = Racing(intake.batches, intake.claims, intake.owner, intake.state_of)
+    manifests, [lost] = batch_files([upload], "alice", NOW, racing, BatchLimits())
+    assert manifests == [] and (lost.path, lost.content_sha256, lost.state) == (upload, sha, BatchState.RUNNING)
+    assert lost.batch_key == intake.claims.content_batch(sha)
+
+
+def test_each_read_error_of_an_upload_becomes_a_skip_that_names_the_file(tmp_path, monkeypatch):
+    import diary_platform.domain.ingest.landing as landing
+
+    path = tmp_path / "a.wav"
+    for error, reason, words in [
+        (PermissionError(errno.EACCES, "Permission denied"), "unreadable", "cannot be read: Permission denied"),
+        (OSError(errno.EIO, "Input/output error"), "unreadable", "cannot be read: Input/output error"),
+        (OSError(errno.ELOOP, "Too many levels of symbolic links"), "symlink", "is a symbolic link; links are never followed"),
+        (FileNotFoundError(errno.ENOENT, "No such file"), "vanished", "was gone before it could be read"),
+        (NotARegularFile("x"), "not_a_file", "is not a regular file (a FIFO, device or folder)"),
+    ]:
+        monkeypatch.setattr(landing, "sha256_upload", lambda p, error=error: (_ for _ in ()).throw(error))
+        with pytest.raises(Skipped) as skipped:
+            read_upload(path)
+        assert (skipped.value.reason, skipped.value.message) == (reason, f"{path} {words}" if not words.startswith("cannot") else f"{path} {words}")
+    monkeypatch.setattr(landing, "sha256_upload", lambda p: pytest.fail("a bad name is refused before the file is opened"))
+    with pytest.raises(Skipped):
+        read_upload(Path(os.fsdecode(b"/tmp/M\xe4rz.wav")))
+
+
+def test_a_redrive_reads_each_recording_from_its_stored_original_under_its_own_name(tmp_path):
+    from diary_platform.domain.ingest.quarantine import QuarantinedRecording, redrive_manifest
+
+    recorded = datetime(2026, 11, 20, 8, 30, tzinfo=timezone.utc)
+    kept = QuarantinedRecording("a" * 24, "a" * 64, "alice", "b1", "too_long", "m", "Tagebuch.flac", "file:///o/a.flac", "/up/Tagebuch.flac", 7, recorded)
+    lost = replace(kept, recording_id="c" * 24, content_sha256="c" * 64, stored_original=None, source_path="/up/c.flac", source_name="c.flac")
+    manifest = redrive_manifest([kept, lost], NOW, _intake(tmp_path))
+    assert manifest.items == (
+        BatchItem("alice", "file:///o/a.flac", "Tagebuch.flac", 7, int(recorded.timestamp() * 1e9), "a" * 64),
+        BatchItem("alice", "/up/c.flac", "c.flac", 7, int(recorded.timestamp() * 1e9), "c" * 64),
+    )
+
+
+def test_a_given_up_recording_carries_its_stored_original_and_leaves_once_a_later_batch_has_it(tmp_path):
+    from diary_platform.domain.catalog import Catalog
+    from diary_platform.domain.ingest.quarantine import list_quarantine
+    from diary_platform.domain.schemas import RAW_AUDIO, VALIDATED_AUDIO
+
+    store = DataStore(tmp_path)
+    intake = _intake(tmp_path)
+    c, d = "c" * 64, "d" * 64
+    given_up = intake.commit([_item(c, "c.wav", size=9), _item(d, "d.wav")], NOW)
+    intake.batches.give_up(given_up.key, 4, "validated_audio: disk", NOW)
+    store.write_table("raw_audio", given_up.key, _table_rows(RAW_AUDIO, [
+        {**_identity(c, given_up.key), "source_path": "/up/c.wav", "source_name": "c.wav", "original_uri": "file:///o/c", "size_bytes": 9},
+        {**_identity(d, given_up.key, "quarantined", "source_missing"), "source_path": "/up/d.wav", "source_name": "d.wav",
+         "original_uri": None, "size_bytes": 10},
+    ]))
+    [entry_c, entry_d] = list_quarantine(Catalog(store), intake.batches)
+    assert (entry_c.recording_id, entry_c.content_sha256, entry_c.user, entry_c.size_bytes) == (c[:24], c, "alice", 9)
+    assert entry_c.stored_original == "file:///o/c" and entry_d.stored_original is None
+    assert entry_c.recorded_at == datetime.fromtimestamp(1_700_000_000, tz=timezone.utc)
+    assert "failed 4 times" in entry_c.message and "validated_audio: disk" in entry_c.message
+    later = "20261126T130000Z-later"
+    store.write_table("raw_audio", later, _table_rows(RAW_AUDIO, [
+        {**_identity(c, later), "source_path": "/up/c.wav", "source_name": "c.wav", "original_uri": "file:///o/c", "size_bytes": 9}]))
+    store.write_table("validated_audio", later, _table_rows(VALIDATED_AUDIO, [{**_identity(c, later), "original_uri": "file:///o/c"}]))
+    assert [r.recording_id for r in list_quarantine(Catalog(store), intake.batches)] == [d[:24]]
+    rejected = "20261126T140000Z-rej"
+    store.write_table("raw_audio", rejected, _table_rows(RAW_AUDIO, [
+        {**_identity(d, rejected), "source_path": "/up/d.wav", "source_name": "d.wav", "original_uri": None, "size_bytes": 10}]))
+    store.write_table("validated_audio", rejected, _table_rows(VALIDATED_AUDIO, [
+        {**_identity(d, rejected, "quarantined", "empty_file"), "message": None, "original_uri": None}]))
+    [entry] = list_quarantine(Catalog(store), intake.batches)
+    assert (entry.reason, entry.batch_key, entry.message, entry.source_path, entry.user) == ("empty_file", rejected, "", "/up/d.wav", "alice")
+    assert entry.recorded_at == NOW and entry.content_sha256 == d

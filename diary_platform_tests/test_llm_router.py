@@ -13,7 +13,8 @@ import pytest
 from diary_platform.domain.notes.breakers import FileBreakerStorage
 from diary_platform.domain.notes.note import NoteRequest
 from diary_platform.domain.notes.providers import ProviderSpec
-from diary_platform.domain.notes.router import NoteRouter, RouterConfig
+from diary_platform.domain.notes.draft import Cited, Mood, NoteDraft
+from diary_platform.domain.notes.router import NoteRouter, RouterConfig, _note_from_draft, _reduce
 from diary_platform.runner import process_files
 from diary_platform_tests.fake_llm import ANTHROPIC, OPENAI, FakeLLM
 
@@ -300,3 +301,76 @@ def test_the_note_deadline_bounds_the_whole_chain(fake, tmp_path):
     assert f"anthropic/{CLAUDE}:skipped(deadline)" in note.fallback_path
     assert attempts(fake, OPENAI, GPT) == 3
     assert elapsed < 5, "each attempt's timeout is the deadline's share; only the SDK's backoff adds to it"
+
+
+def test_the_chunks_of_a_long_transcript_are_reduced_into_one_note():
+    def cited(text, *segments):
+        return Cited(text=text, segments=list(segments))
+
+    drafts = [
+        NoteDraft(title="Morning", summary="First part.", events=[cited("Ran", 0)], people=[cited("Anna", 0)],
+                  places=[cited("Berlin", 1)], todos=[cited("Call", 1)], mood=Mood(label="positive", segments=[0, 1])),
+        NoteDraft(title="Evening", summary="Second part.", events=[cited("Ran", 2)], people=[cited("anna", 2), cited("Ben", 3)],
+                  places=[cited("berlin", 3)], todos=[cited("Call", 3)], mood=Mood(label="negative", segments=[2])),
+        NoteDraft(title="Night", summary="Third part.", events=[], people=[], places=[], todos=[],
+                  mood=Mood(label="positive", segments=list(range(4, 24)))),
+    ]
+    note = _reduce(drafts)
+    assert (note.title, note.summary) == ("Morning", "First part. Second part. Third part.")
+    assert [e.text for e in note.events] == ["Ran", "Ran"] and [t.text for t in note.todos] == ["Call", "Call"]
+    assert [p.text for p in note.people] == ["Anna", "Ben"] and [p.text for p in note.places] == ["Berlin"]
+    assert note.mood.label == "positive" and note.mood.segments == [0, 1, *range(4, 22)]
+    long = _reduce([replace_draft(drafts[2], summary="x" * 1000), replace_draft(drafts[2], summary="y" * 1000)])
+    assert len(long.summary) == 1500
+
+
+def replace_draft(draft, **changes):
+    return NoteDraft.model_construct(**{**dict(draft), **changes})
+
+
+def test_a_note_cites_the_time_span_of_the_segments_behind_each_item():
+    draft = NoteDraft(title="T", summary="S", events=[Cited(text="Walked", segments=[1, 2])], people=[Cited(text="Anna", segments=[0])],
+                      places=[], todos=[Cited(text="Call", segments=[2])], mood=Mood(label="neutral", segments=[]))
+    note = _note_from_draft(draft, "openai", GPT, SEGMENTS + [{"start": 6.0, "end": 9.5, "text": "More."}], "meeting")
+    assert (note.provider, note.model, note.template, note.events, note.people, note.todos) == (
+        "openai", GPT, "meeting", ["Walked"], ["Anna"], ["Call"])
+    assert note.citations == [
+        {"field": "events", "text": "Walked", "segments": [1, 2], "start": 3.0, "end": 9.5},
+        {"field": "people", "text": "Anna", "segments": [0], "start": 0.0, "end": 3.0},
+        {"field": "todos", "text": "Call", "segments": [2], "start": 6.0, "end": 9.5},
+    ]
+
+
+def test_providers_without_a_key_are_left_out_and_the_rest_of_the_chain_kept(fake, tmp_path):
+    keyless = NoteRouter(
+        RouterConfig(providers=(
+            ProviderSpec("openai", "openai", (GPT,), "NO_SUCH_KEY", fake.openai_url),
+            ProviderSpec("anthropic", "anthropic", (CLAUDE,), "ANTHROPIC_API_KEY", fake.anthropic_url),
+        )),
+        tmp_path / "state", environ=KEYS,
+    )
+    assert [route.spec.name for route in keyless.chain] == ["anthropic"]
+    assert keyless.write(request()).provider == "anthropic"
+
+
+def test_a_price_file_of_ones_own_prices_the_calls(fake, tmp_path):
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(f"{GPT}: {{input: 1000000.0, output: 0.0}}\n")
+    note = router(fake, tmp_path, anthropic=False, prices_file=str(prices)).write(request())
+    assert note.cost_usd == pytest.approx(note.input_tokens, rel=1e-6)
+
+
+def test_only_an_unavailable_provider_counts_towards_its_breaker(fake, tmp_path):
+    fake.script(OPENAI, GPT, "auth", "not_found")
+    for _ in range(2):
+        router(fake, tmp_path, breaker_fail_max=1).write(request())
+    assert FileBreakerStorage(tmp_path / "state" / "breakers" / "openai.json").state == "closed"
+    fake.script(OPENAI, GPT, *["server_error"] * 3)
+    router(fake, tmp_path, breaker_fail_max=1).write(request())
+    assert FileBreakerStorage(tmp_path / "state" / "breakers" / "openai.json").state == "open"
+
+
+def test_a_transcript_without_segments_is_sent_as_one_segment(fake, tmp_path):
+    note = router(fake, tmp_path, anthropic=False).write(NoteRequest("r" * 24, "alice", WHEN, "I walked to the park.", []))
+    assert "[0] 00:00.0-00:00.0 I walked to the park." in fake.log[-1]["body"]["messages"][1]["content"]
+    assert note.provider == "openai" and note.citations[0]["start"] == 0.0 == note.citations[0]["end"]

@@ -119,8 +119,12 @@ class BatchStore:
             current = self.lease(key)
             if current is not None and current.owner != owner and held(current):
                 return False
-            write_text_atomic(path, json.dumps({"owner": asdict(owner), "since": now.isoformat()}))
+            self.write_lease(key, owner, now)
             return True
+
+    def write_lease(self, key: str, owner: Owner, now: datetime) -> None:
+        """The lease of a batch no one else can hold yet: its maker's, written with the manifest."""
+        write_text_atomic(self._lease_path(key), json.dumps({"owner": asdict(owner), "since": now.isoformat()}))
 
     def give_up(self, key: str, attempts: int, last_error: str, now: datetime) -> None:
         """Record that the batch failed `attempts` times and is not run again by itself."""

@@ -217,7 +217,7 @@ class Intake:
         """Write the manifest and its lease first (the write-ahead log), then claim; items whose claim is lost drop out."""
         manifest = BatchManifest(new_batch_key(now), now.isoformat(), tuple(items), self.owner)
         self.batches.write(manifest)
-        self.batches.take_lease(manifest.key, self.owner, now, lambda lease: False)
+        self.batches.write_lease(manifest.key, self.owner, now)
         kept = [i for i in items if self._claim(i, manifest.key, file_keys)]
         if len(kept) != len(items):
             if not kept:
@@ -232,7 +232,7 @@ class Intake:
         gave up moves to this one, so that dropping it again later is a duplicate."""
         manifest = BatchManifest(new_batch_key(now), now.isoformat(), tuple(items), self.owner)
         self.batches.write(manifest)
-        self.batches.take_lease(manifest.key, self.owner, now, lambda lease: False)
+        self.batches.write_lease(manifest.key, self.owner, now)
         for item in items:
             previous = self.claims.content_claim(item.content_sha256)
             if previous is None:
@@ -390,51 +390,35 @@ class HandedFile:
 
 
 def batch_files(files: list[Path], user: str, now: datetime, intake: Intake, limits: BatchLimits) -> tuple[list[BatchManifest], list[HandedFile]]:
-    """New batches for files handed over directly (the CLI), and every other file with what holds it:
-    a batch that is done, running elsewhere or to be resumed (state), or the reason it was skipped."""
-    fresh: list[BatchItem] = []
+    """New batches for files handed over directly (the CLI), and every other file with the batch that holds
+    its content and that batch's state (done, running here or elsewhere, to be resumed), or the reason it
+    was skipped."""
+    fresh: dict[str, BatchItem] = {}
     others: list[HandedFile] = []
-    hashes: dict[str, Path] = {}
     for path in files:
         try:
             content_sha256, status = read_upload(path)
         except Skipped as skipped:
             others.append(HandedFile(path, skipped=skipped))
             continue
-        holder = intake.holder(content_sha256)
-        if holder is not None:
-            others.append(HandedFile(path, content_sha256, *holder))
-            continue
-        if content_sha256 in hashes:
+        if content_sha256 in fresh or intake.holder(content_sha256) is not None:
             others.append(HandedFile(path, content_sha256))
             continue
-        hashes[content_sha256] = path
-        fresh.append(BatchItem(user, str(path.absolute()), path.name, status.st_size, status.st_mtime_ns, content_sha256))
+        fresh[content_sha256] = BatchItem(user, str(path.absolute()), path.name, status.st_size, status.st_mtime_ns, content_sha256)
     manifests = []
-    while fresh:
-        chunk = list(_take_chunk(fresh, limits, size=lambda item: item.size))
-        fresh = fresh[len(chunk) :]
+    queue = list(fresh.values())
+    while queue:
+        chunk = list(_take_chunk(queue, limits, size=lambda item: item.size))
+        queue = queue[len(chunk) :]
         manifest = intake.commit(chunk, now)
         if manifest is not None:
             manifests.append(manifest)
-    claimed = {item.content_sha256: m.key for m in manifests for item in m.items}
-    return manifests, [_resolve(other, claimed, intake) for other in others] + _lost_races(hashes, claimed, intake)
+    taken = {item.content_sha256 for manifest in manifests for item in manifest.items}
+    lost = [HandedFile(Path(item.source_path), sha) for sha, item in fresh.items() if sha not in taken]
+    return manifests, [handed if handed.skipped else _held(handed, intake) for handed in others + lost]
 
 
-def _resolve(handed: HandedFile, claimed: dict[str, str], intake: Intake) -> HandedFile:
-    """A file whose content another file of this call brought in, or that was held when it was looked at."""
-    if handed.skipped or handed.batch_key or handed.content_sha256 is None:
-        return handed
-    if handed.content_sha256 in claimed:
-        return HandedFile(handed.path, handed.content_sha256, claimed[handed.content_sha256], BatchState.RUNNING)
-    holder = intake.holder(handed.content_sha256)
-    return HandedFile(handed.path, handed.content_sha256, *(holder or (None, None)))
-
-
-def _lost_races(hashes: dict[str, Path], claimed: dict[str, str], intake: Intake) -> list[HandedFile]:
-    """Files whose content another process claimed between the look and the claim."""
-    return [
-        HandedFile(path, sha, *(intake.holder(sha) or (None, None)))
-        for sha, path in hashes.items()
-        if sha not in claimed
-    ]
+def _held(handed: HandedFile, intake: Intake) -> HandedFile:
+    """The file with the batch that holds its content now (one of this call's, or another process's)."""
+    batch_key, state = intake.holder(handed.content_sha256) or (None, None)
+    return HandedFile(handed.path, handed.content_sha256, batch_key, state)

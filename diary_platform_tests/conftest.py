@@ -28,8 +28,9 @@ def clips() -> list[Reference]:
 
 @pytest.fixture
 def settings(tmp_path, monkeypatch) -> Settings:
-    """Settings from the environment, with the data and landing folders in a temp folder."""
+    """Settings from the environment, with the data and landing folders and the instance in a temp folder."""
     monkeypatch.setenv("DIARY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "data" / "dagster_home"))
     monkeypatch.setenv("DIARY_LANDING", str(tmp_path / "landing"))
     monkeypatch.setenv("DIARY_BATCH_MAX_WAIT_SECONDS", "0")
     return Settings()

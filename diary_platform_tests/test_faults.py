@@ -304,7 +304,7 @@ CREATOR = """
 import sys
 from diary_platform.runner import dagster_instance
 from diary_platform.settings import Settings
-dagster_instance(Settings(data_dir=sys.argv[1])).get_runs(limit=1)
+dagster_instance(Settings(data_dir=sys.argv[1], dagster_home=sys.argv[1] + "/dagster_home")).get_runs(limit=1)
 """
 
 

@@ -670,3 +670,34 @@ def test_a_given_up_recording_carries_its_stored_original_and_leaves_once_a_late
     [entry] = list_quarantine(Catalog(store), intake.batches)
     assert (entry.reason, entry.batch_key, entry.message, entry.source_path, entry.user) == ("empty_file", rejected, "", "/up/d.wav", "alice")
     assert entry.recorded_at == NOW and entry.content_sha256 == d
+
+
+def test_a_scan_stops_at_its_file_budget_and_the_next_tick_resumes_after_the_last_file_it_saw(tmp_path):
+    landing, _, scanner = _scanner(tmp_path, max_files_scanned=2)
+    for name in ("a.wav", "b.wav", "c.wav"):
+        (landing / name).write_bytes(name.encode())
+    first = scanner.tick(LandingCursor(), NOW)
+    assert (first.files_scanned, first.cursor.resume_after, sorted(first.cursor.pending)) == (2, "b.wav", ["a.wav", "b.wav"])
+    second = scanner.tick(LandingCursor.from_json(first.cursor.to_json()), NOW + timedelta(seconds=15))
+    assert (second.files_scanned, second.cursor.resume_after) == (1, ""), "the rest, then from the start again"
+    assert sorted(second.cursor.pending) == ["a.wav", "b.wav", "c.wav"]
+
+
+def test_the_cli_batches_a_file_under_its_user_with_its_own_size_and_time(tmp_path):
+    upload = tmp_path / "memo.wav"
+    upload.write_bytes(b"memo")
+    os.utime(upload, ns=(1_700_000_000_123_456_789, 1_700_000_000_123_456_789))
+    [manifest], others = batch_files([upload], "bob", NOW, _intake(tmp_path), BatchLimits())
+    assert manifest.items == (BatchItem("bob", str(upload), "memo.wav", 4, 1_700_000_000_123_456_789, hashlib.sha256(b"memo").hexdigest()),)
+    assert others == []
+
+
+def test_recovery_looks_at_each_batch_on_its_own_and_gives_up_with_a_default_reason(tmp_path):
+    now = NOW + FOREIGN_LEASE + timedelta(hours=1)
+    batches = BatchStore(tmp_path / "batches")
+    intake = Intake(batches, Claims(tmp_path / "claims"), Owner("cli", "elsewhere", "", 1, 1), lambda key: BatchState.RUNNING)
+    done, stranded, failing = (intake.commit([_item(s * 64)], NOW) for s in "abc")
+    runs = {done.key: _runs(done=True), stranded.key: _runs(), failing.key: BatchRuns(False, False, 3, None)}
+    recovery = Recovery(batches, runs.__getitem__, max_attempts=3)
+    assert [m.key for m, _ in recovery.stranded(NOW - timedelta(days=1), now)] == [stranded.key]
+    assert batches.gave_up(failing.key)["last_error"] == "the run failed" and batches.gave_up(done.key) is None

@@ -35,6 +35,8 @@ run_monitoring:
   enabled: true
   start_timeout_seconds: 180
   poll_interval_seconds: 30
+run_queue:
+  dequeue_interval_seconds: 1
 run_retries:
   enabled: true
   max_retries: 2

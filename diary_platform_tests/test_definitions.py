@@ -50,7 +50,7 @@ def test_definitions_follow_their_settings_not_the_environment(tmp_path, monkeyp
     assert versions[1].startswith("transcribe-v2|large-v3|float16|beam2|batched16|")
     tags = [d.resolve_assets_def(key).op.tags["dagster-k8s/config"] for d in (first, second)]
     assert "nvidia-l4" in str(tags[0]) and "nvidia-h100-80gb" in str(tags[1]) and "registry.example/diary-gpu:2" in str(tags[1])
-    assert first.executor is None and second.executor.name == "k8s_job_executor"
+    assert first.executor.name == "in_process" and second.executor.name == "k8s_job_executor"
     assert first.resources["store"].data_dir == str(tmp_path / "a")
 
 

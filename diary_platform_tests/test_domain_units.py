@@ -552,9 +552,23 @@ def test_a_batch_closes_when_exactly_full_and_a_tick_closes_at_most_max_batches(
     _, second = _two_ticks(scanner)
     assert [len(b.items) for b in second.batches] == [2, 2] and len(second.cursor.waiting) == 1
     landing2, _, by_bytes = _scanner(tmp_path / "bytes", max_bytes=6, max_wait_seconds=3600)
-    for index in range(2):
+    for index in range(3):
         (landing2 / f"{index}.wav").write_bytes(bytes([index]) * 3)
-    assert [len(b.items) for b in _two_ticks(by_bytes)[1].batches] == [2], "exactly max_bytes closes the batch"
+    first = by_bytes.tick(LandingCursor(), NOW)
+    (landing2 / "settling.wav").write_bytes(b"still being written")
+    second = by_bytes.tick(LandingCursor.from_json(first.cursor.to_json()), NOW + timedelta(seconds=15))
+    assert [len(b.items) for b in second.batches] == [2], "exactly max_bytes closes the batch"
+    assert len(second.cursor.waiting) == 1, "a partial batch waits while another upload settles"
+
+
+def test_a_lone_upload_in_an_idle_folder_closes_its_batch_at_once(tmp_path):
+    landing, _, scanner = _scanner(tmp_path, max_files=16, max_wait_seconds=3600)
+    (landing / "alice").mkdir()
+    (landing / "alice" / "memo.wav").write_bytes(b"memo")
+    first, second = _two_ticks(scanner)
+    assert first.batches == [] and first.cursor.pending, "not before it has settled"
+    assert [[i.relative_path for i in b.items] for b in second.batches] == [["alice/memo.wav"]]
+    assert second.cursor.waiting == []
 
 
 def test_a_commit_that_loses_some_claims_rewrites_its_manifest_with_its_time_and_owner(tmp_path):

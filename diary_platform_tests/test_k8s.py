@@ -118,8 +118,8 @@ def test_a_model_named_in_both_images_gives_one_code_version(monkeypatch):
     assert code_version(Settings().transcriber).startswith("transcribe-v2|large-v3-turbo|float16|")
 
 
-def test_the_local_environment_keeps_the_default_executor_and_cpu_int8(settings):
-    assert build_definitions(settings).executor is None
+def test_the_local_environment_runs_steps_in_the_run_process_on_cpu_int8(settings):
+    assert build_definitions(settings).executor.name == "in_process"
     assert (settings.transcriber.device, settings.transcriber.compute_type) == ("cpu", "int8")
 
 

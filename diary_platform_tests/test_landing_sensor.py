@@ -124,16 +124,30 @@ def test_batches_respect_the_byte_limit(tmp_path):
     assert [len(b.items) for b in landing.tick().batches] == [2, 2]
 
 
-def test_a_partial_batch_waits_until_its_oldest_file_has_waited_long_enough(tmp_path):
+def test_while_uploads_settle_a_partial_batch_waits_until_its_oldest_file_has_waited_long_enough(tmp_path):
     landing = Landing(tmp_path, max_files=10, max_wait_seconds=60)
     landing.write("alice/a.wav", b"a")
+    growing = landing.write("alice/growing.wav", b"g")
+
+    def tick(seconds):
+        with growing.open("ab") as upload:  # an upload still being written: the folder is not idle
+            upload.write(b"g")
+        return landing.tick(seconds).batches
+
     landing.tick()
-    assert landing.tick().batches == []
-    assert len(landing.cursor.waiting) == 1
+    assert tick(15) == [] and len(landing.cursor.waiting) == 1
     landing.write("alice/b.wav", b"b")
-    assert landing.tick(30).batches == []
-    closed = landing.tick(40).batches
+    assert tick(15) == [] and tick(15) == []
+    closed = tick(30)
     assert [sorted(i.relative_path for i in b.items) for b in closed] == [["alice/a.wav", "alice/b.wav"]]
+    assert "alice/growing.wav" in landing.cursor.pending
+
+
+def test_a_lone_upload_closes_its_batch_as_soon_as_it_has_settled(tmp_path):
+    landing = Landing(tmp_path, max_files=10, max_wait_seconds=60)
+    landing.write("bob/memo.wav", b"memo")
+    assert landing.tick(5).batches == []
+    assert landing.taken(landing.tick(5)) == ["bob/memo.wav"]
 
 
 def test_a_full_batch_closes_without_waiting(tmp_path):
@@ -142,6 +156,7 @@ def test_a_full_batch_closes_without_waiting(tmp_path):
     landing.write("alice/b.wav", b"b")
     landing.write("alice/c.wav", b"c")
     landing.tick()
+    landing.write("alice/d.wav", b"still being written")
     assert [len(b.items) for b in landing.tick().batches] == [2]
     assert len(landing.cursor.waiting) == 1
 

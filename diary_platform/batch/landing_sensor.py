@@ -15,7 +15,7 @@ PROCESS_BATCH = "process_batch"
 
 @dg.sensor(
     job_name=PROCESS_BATCH,
-    minimum_interval_seconds=15,
+    minimum_interval_seconds=5,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Turns settled uploads in the landing folder into batches: one partition and one run per batch.",
 )

@@ -6,7 +6,8 @@ One `tick` (called by the Dagster sensor, or by tests directly):
    uploads) and no claim has it (never the same file twice);
 3. hashes stable files within a byte budget; content already claimed by a batch that is done, running or
    to be resumed is a duplicate (recovery finishes that batch), content of a batch that gave up is new;
-4. closes batches when full (files or bytes) or when their oldest file has waited long enough.
+4. closes batches when full (files or bytes), when their oldest file has waited long enough, or at once
+   when nothing else is settling in the landing folder (a lone upload does not wait for company).
 
 Whatever goes wrong with one file (a symlink, not a regular file, a name that is not UTF-8, no
 permission to read it, gone before it was read) is a skip with a reason, never an error of the tick
@@ -265,7 +266,7 @@ class LandingScanner:
         skips = Skips()
         scan = self._scan(cursor, skips)
         waiting, duplicates = self._hash_new(scan, cursor.waiting, now, skips)
-        closed, waiting = self._close_batches(waiting, now)
+        closed, waiting = self._close_batches(waiting, now, idle=not scan.pending)
         new_cursor = LandingCursor(pending=scan.pending, waiting=waiting, resume_after=scan.resume_after)
         return TickResult(closed, new_cursor, scan.scanned, duplicates, skips)
 
@@ -348,14 +349,16 @@ class LandingScanner:
             waiting.append(Waiting(item, now.isoformat()))
         return waiting, duplicates
 
-    def _close_batches(self, waiting: list[Waiting], now: datetime) -> tuple[list[BatchManifest], list[Waiting]]:
+    def _close_batches(self, waiting: list[Waiting], now: datetime, idle: bool) -> tuple[list[BatchManifest], list[Waiting]]:
+        """Full batches; then, when the folder is `idle` (nothing settling) or the oldest file has waited
+        `max_wait_seconds`, what is left too."""
         closed: list[BatchManifest] = []
         queue = sorted(waiting, key=lambda w: w.ready_at)
         while queue and len(closed) < self.limits.max_batches_per_tick:
             oldest_wait = now - datetime.fromisoformat(queue[0].ready_at)
             total_bytes = sum(w.item.size for w in queue)
             full = len(queue) >= self.limits.max_files or total_bytes >= self.limits.max_bytes
-            if not full and oldest_wait < timedelta(seconds=self.limits.max_wait_seconds):
+            if not full and not idle and oldest_wait < timedelta(seconds=self.limits.max_wait_seconds):
                 break
             chunk = list(_take_chunk(queue, self.limits, size=lambda w: w.item.size))
             queue = queue[len(chunk) :]

@@ -206,30 +206,35 @@ def quarantine_redrive(
 
 @app.command()
 def status(limit: int = typer.Option(10, help="How many recent batches.")) -> None:
-    """Recent batches: recordings by status, audio, transcription speed and note cost so far."""
+    """Recent batches: recordings by status, audio, transcription speed and cost so far (compute, models, storage)."""
     from rich.table import Table
 
+    from diary_platform.definitions import build_resources
     from diary_platform.domain.catalog import Catalog
     from diary_platform.domain.status import recent_batches
     from diary_platform.resources import open_store
 
-    batches = recent_batches(Catalog(open_store(Settings())), limit)
+    settings = Settings()
+    store = open_store(settings)
+    pricing = build_resources(settings)["pricing"]
+    batches = recent_batches(Catalog(store), lambda tables: pricing.costs(tables, store), limit)
     table = Table(title="Recent batches")
     for column in ("batch", "recordings", "ok", "quarantined", "audio s", "speed", "cost $"):
-        table.add_column(column, justify="left" if column == "batch" else "right")
+        table.add_column(column, justify="left" if column == "batch" else "right", no_wrap=column == "batch")
     for b in batches:
         table.add_row(
             b.batch_key, str(b.recordings), str(b.by_status.get("ok", 0)), str(b.by_status.get("quarantined", 0)),
-            f"{b.audio_seconds:.1f}", f"{b.speed:.1f}x", f"{b.cost_usd:.4f}",
+            f"{b.audio_seconds:.1f}", f"{b.speed:.1f}x" if b.transcribe_seconds else "-", f"{b.cost_usd:.6f}",
         )
     out = Console(soft_wrap=True)
     out.print(table)
     audio = sum(b.audio_seconds for b in batches)
     seconds = sum(b.transcribe_seconds for b in batches)
+    speed = f"speed {audio / seconds:.1f}x" if seconds else "nothing transcribed"
     out.print(
         f"{len(batches)} batches · {sum(b.recordings for b in batches)} recordings · "
         f"{sum(b.by_status.get('quarantined', 0) for b in batches)} quarantined · audio {audio:.1f} s · "
-        f"speed {audio / seconds if seconds else 0:.1f}x · cost so far ${sum(b.cost_usd for b in batches):.4f}"
+        f"{speed} · cost so far ${sum(b.cost_usd for b in batches):.6f}"
     )
 
 

@@ -37,7 +37,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             llm_config=_text(settings.llm_config), local_only=settings.local_only, state_dir=str(settings.data_dir / "state")
         ),
         "landing": LandingFolder(landing_dir=str(settings.landing_dir), **asdict(settings.batch_limits)),
-        "pricing": PlatformPricing(prices_file=_text(settings.platform_prices_file)),
+        "pricing": PlatformPricing(
+            prices_file=_text(settings.platform_prices_file), transcribes_on_gpu=settings.transcriber.device.startswith("cuda")
+        ),
     }
 
 

@@ -9,9 +9,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 from dagster_gcp import GCSResource
 
-from diary_platform.domain.costs import PlatformPrices
+from diary_platform.domain.costs import PlatformPrices, recording_costs, stored_bytes
 from diary_platform.domain.ingest.batches import BatchStore
 from diary_platform.domain.ingest.claims import Claims
 from diary_platform.domain.ingest.landing import BatchLimits
@@ -21,6 +22,7 @@ from diary_platform.domain.notes.local import LocalNoteWriter
 from diary_platform.domain.notes.note import NoteWriter
 from diary_platform.domain.notes.llm_config import load_router_config
 from diary_platform.domain.notes.router import NoteRouter
+from diary_platform.domain.notes.spend import load_prices
 from diary_platform.domain.speech.guards import GuardConfig
 from diary_platform.domain.speech.transcription import Transcriber, TranscriberConfig
 from diary_platform.domain.store.layout import DataStore
@@ -141,9 +143,15 @@ class LandingFolder(dg.ConfigurableResource):
 
 
 class PlatformPricing(dg.ConfigurableResource):
-    """Compute and storage prices and the daily budget for the cost report (default: config/platform_prices.yaml)."""
+    """Compute and storage prices and the daily budget (default: config/platform_prices.yaml), and what a
+    recording, a batch or a day cost by them."""
 
     prices_file: str | None
+    transcribes_on_gpu: bool = False
 
     def prices(self) -> PlatformPrices:
         return PlatformPrices.load(Path(self.prices_file).read_text() if self.prices_file else None)
+
+    def costs(self, tables: dict[str, pl.DataFrame], store: DataStore) -> pl.DataFrame:
+        """Per recording of `tables` (by asset name): compute, language models, storage (costs.py)."""
+        return recording_costs(tables, stored_bytes(tables, store), self.prices(), load_prices(), self.transcribes_on_gpu)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,11 +72,14 @@ def test_diary_status_reports_recent_batches(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"")
     subprocess.run([diary, "run", str(bad)], env=env, capture_output=True, text=True, timeout=600, check=True)
-    completed = subprocess.run([diary, "status"], env=env, capture_output=True, text=True, timeout=120)
+    completed = subprocess.run([diary, "status"], env={**env, "COLUMNS": "80"}, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert "Recent batches" in completed.stdout
     assert "2 batches · 2 recordings · 1 quarantined" in completed.stdout
-    assert "cost so far $0.0000" in completed.stdout
+    keys = [path.stem for path in (tmp_path / "data" / "batches").rglob("*.json")]
+    assert len(keys) == 2 and all(key in completed.stdout for key in keys), "batch keys whole, to copy, at 80 columns"
+    cost = float(re.search(r"cost so far \$([0-9.]+)", completed.stdout).group(1))
+    assert cost > 0, "compute and storage count, not only language models"
 
 
 def _diary(env: dict, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -8,7 +8,8 @@ import polars as pl
 import pytest
 
 from diary_platform.daily.cost_report import cost_report_asset, within_daily_budget
-from diary_platform.domain.costs import PlatformPrices, cost_report as build_report
+from diary_platform.domain.costs import PlatformPrices, recording_costs
+from diary_platform.domain.costs import cost_report as build_report
 from diary_platform.definitions import build_resources
 from diary_platform.resources import PlatformPricing
 from diary_platform.runner import process_files
@@ -20,20 +21,29 @@ PRICES = PlatformPrices(
 MODELS = {"gpt-4o-mini": {"input": 0.15, "output": 0.60}}
 
 
-def test_known_inputs_give_the_expected_totals():
-    validated = pl.DataFrame({"user": ["ann", "ann", "bob"], "decode_seconds": [1.0, 2.0, 3.0]})
-    transcripts = pl.DataFrame(
-        {"user": ["ann", "ann", "bob"], "audio_seconds": [1800.0, 1800.0, 900.0], "processing_seconds": [10.0, 20.0, 30.0]}
-    )
-    notes = pl.DataFrame(
-        {"user": ["ann", "ann", "bob"], "model": ["gpt-4o-mini", "extractive-v1", "gpt-4o-mini"],
-         "input_tokens": [2_000_000, 0, 1_000_000], "output_tokens": [1_000_000, 0, 0]}
-    )
-    stored = {"ann": {"hot": 1024**3}, "bob": {"warm": 0}}
-    report = build_report(validated, transcripts, notes, stored, PRICES, MODELS, gpu=False)
+def test_known_inputs_give_the_expected_costs_per_recording_and_totals_per_user():
+    ids = ["a1", "a2", "b1"]
+    tables = {
+        "validated_audio": pl.DataFrame({"recording_id": ids, "user": ["ann", "ann", "bob"], "decode_seconds": [1.0, 2.0, 3.0]}),
+        "transcripts": pl.DataFrame({
+            "recording_id": ids, "user": ["ann", "ann", "bob"],
+            "audio_seconds": [1800.0, 1800.0, 900.0], "processing_seconds": [10.0, 20.0, 30.0],
+        }),
+        "diary_notes": pl.DataFrame({
+            "recording_id": ids, "user": ["ann", "ann", "bob"], "model": ["gpt-4o-mini", "extractive-v1", "gpt-4o-mini"],
+            "input_tokens": [2_000_000, 0, 1_000_000], "output_tokens": [1_000_000, 0, 0],
+        }),
+    }
+    stored = {"a1": {"hot": 1024**3}, "b1": {"warm": 0}}
+    costs = recording_costs(tables, stored, PRICES, MODELS, gpu=False)
+    by_id = {row["recording_id"]: row for row in costs.iter_rows(named=True)}
+    assert by_id["a1"]["compute_usd"] == pytest.approx(11 * 0.001)
+    assert by_id["a1"]["total_usd"] == pytest.approx(0.011 + 2 * 0.15 + 1 * 0.60 + 3.0 / 30)
+    assert by_id["a2"]["total_usd"] == pytest.approx(0.022) and by_id["a2"]["llm_usd"] == 0
+    report = build_report(costs)
     rows = {row["user"]: row for row in report.iter_rows(named=True)}
     ann, bob, total = rows["ann"], rows["bob"], rows["(total)"]
-    assert ann["compute_usd"] == pytest.approx(33 * 0.001)
+    assert ann["recordings"] == 2 and ann["compute_usd"] == pytest.approx(33 * 0.001)
     assert ann["llm_usd"] == pytest.approx(2 * 0.15 + 1 * 0.60)
     assert ann["storage_usd"] == pytest.approx(3.0 / 30)
     assert ann["total_usd"] == pytest.approx(0.033 + 0.9 + 0.1)
@@ -41,11 +51,18 @@ def test_known_inputs_give_the_expected_totals():
     assert bob["total_usd"] == pytest.approx(0.033 + 0.15) and bob["audio_hours"] == pytest.approx(0.25)
     assert total["total_usd"] == pytest.approx(1.033 + 0.183)
     assert total["usd_per_audio_hour"] == pytest.approx(1.216 / 1.25)
-    tiered = build_report(validated, transcripts, notes, {"ann": {"hot": 1024**3 // 2, "cold": 1024**3}}, PRICES, MODELS, gpu=False)
+    tiered = build_report(recording_costs(tables, {"a1": {"hot": 1024**3 // 2, "cold": 1024**3}}, PRICES, MODELS, gpu=False))
     assert tiered.filter(pl.col("user") == "ann")["storage_usd"][0] == pytest.approx((0.5 * 3.0 + 0.3) / 30)
     assert tiered.filter(pl.col("user") == "ann")["storage_bytes"][0] == 1024**3 * 3 // 2
-    gpu = build_report(validated, transcripts, notes, {}, PRICES, MODELS, gpu=True)
-    assert gpu.filter(pl.col("user") == "ann")["compute_usd"][0] == pytest.approx(33 * 0.01)
+    gpu = build_report(recording_costs(tables, {}, PRICES, MODELS, gpu=True))
+    assert gpu.filter(pl.col("user") == "ann")["compute_usd"][0] == pytest.approx(3 * 0.001 + 30 * 0.01), "decoding stays on CPU"
+
+
+def test_a_batch_that_has_only_been_ingested_has_rows_and_no_cost_yet():
+    raw = pl.DataFrame({"recording_id": ["a1"], "user": ["ann"]})
+    costs = recording_costs({"raw_audio": raw}, {}, PRICES, MODELS, gpu=False)
+    assert costs.select("recording_id", "total_usd").rows() == [("a1", 0.0)]
+    assert build_report(costs.clear()).rows(named=True)[0]["user"] == "(total)"
 
 
 def test_the_day_report_of_the_examples_and_its_budget_check(settings, clips):

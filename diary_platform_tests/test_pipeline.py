@@ -130,6 +130,38 @@ def test_bad_upload_is_quarantined_with_a_reason_and_the_batch_goes_on(processed
     assert notes.filter(pl.col("status") == "ok").height == validated.height - 2
 
 
+def _per_recording(result, asset: str) -> dict[str, dict]:
+    (materialization,) = result.asset_materializations_for_node(asset)
+    table = materialization.metadata["per_recording"]
+    assert {c.name for c in table.schema.columns} >= {
+        "file", "user", "recording_id", "status", "reason", "message", "audio_seconds", "processing_seconds", "speed", "cost_usd"}
+    return {record.data["file"]: record.data for record in table.records}
+
+
+def test_every_batch_step_shows_each_recording_with_its_file_reason_and_cost(processed, clips):
+    result = processed["result"]
+    ids = dict(processed["tables"]["raw_audio"].select("source_name", "recording_id").iter_rows())
+    validated = _per_recording(result, "validated_audio")
+    assert set(validated) == {clip.path.name for clip in clips} | {"empty.wav", "notes.mp3"}
+    bad = validated["notes.mp3"]
+    assert (bad["user"], bad["recording_id"], bad["status"], bad["reason"]) == ("alice", ids["notes.mp3"], "quarantined", "undecodable")
+    assert "readable audio" in bad["message"]
+    transcribed = _per_recording(result, "transcripts")
+    notes = _per_recording(result, "diary_notes")
+    for clip in clips:
+        row = notes[clip.path.name]
+        assert row["status"] == "ok" and row["audio_seconds"] > 3 and row["processing_seconds"] > 0
+        assert row["speed"] == pytest.approx(row["audio_seconds"] / row["processing_seconds"], abs=0.01)
+        assert row["cost_usd"] >= transcribed[clip.path.name]["cost_usd"] > validated[clip.path.name]["cost_usd"] > 0
+        assert row["note_title"] and row["written_by"] == "local/extractive-v1"
+        first = transcribed[clip.path.name]["first_words"]
+        assert first and processed["tables"]["transcripts"].filter(pl.col("recording_id") == ids[clip.path.name])["text"][0].startswith(first)
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "quarantine_share"]
+    quarantined = {record.data["file"]: record.data["reason"] for record in check.metadata["quarantined"].records}
+    assert quarantined == {"notes.mp3": "undecodable", "empty.wav": "empty_file"}
+    assert processed["batch"] in check.metadata["batch_page"].url
+
+
 def test_landing_files_stay_untouched_and_originals_are_content_addressed(processed):
     assert {path: _digest(path) for path in processed["before"]} == processed["before"]
     objects = DataStore(processed["settings"].data_dir).objects

@@ -10,12 +10,13 @@ from opentelemetry import context as otel_context
 from pandera.errors import SchemaErrors
 
 from diary_platform import metadata, telemetry
-from diary_platform.domain import instruments
+from diary_platform.domain import catalog, instruments
 from diary_platform.domain.schemas import STATUS_QUARANTINED
+from diary_platform.domain.status import recordings_view
 from diary_platform.domain.store.objects import NoSpaceLeft
 from diary_platform.k8s import step_tags
 from diary_platform.partitions import batch_partitions
-from diary_platform.resources import StoreResource
+from diary_platform.resources import PlatformPricing, StoreResource
 from diary_platform.retries import NETWORK_RETRY
 from diary_platform.settings import Settings
 
@@ -68,6 +69,25 @@ def batch_metadata(table: pl.DataFrame, wall_seconds: float, audio_column: str |
     if quarantined.height:
         reasons = quarantined.group_by("reason").len().sort("reason")
         values["failure_reasons"] = {row["reason"]: row["len"] for row in reasons.iter_rows(named=True)}
+    return values
+
+
+def recordings_metadata(
+    context: dg.AssetExecutionContext, store: StoreResource, pricing: PlatformPricing, name: str, table: pl.DataFrame
+) -> dict:
+    """The batch's recordings one per row, as far as this step (`name`, its output `table`): what an operator
+    looks at first when a batch has failures. Plus the batch's cost so far, and per audio hour."""
+    earlier = catalog.BATCH_TABLES[: catalog.BATCH_TABLES.index(name)]
+    tables = {**{n: store.catalog.batch(n, context.partition_key) for n in earlier}, name: table}
+    costs = pricing.costs(tables, store.store)
+    cost_usd = float(costs["total_usd"].sum())
+    audio_hours = float(costs["audio_seconds"].sum()) / 3600
+    view = recordings_view(tables, costs).with_columns(
+        pl.col("audio_seconds", "processing_seconds").round(3), pl.col("speed").round(2), pl.col("cost_usd").round(9)
+    )
+    values = {"per_recording": metadata.table(view), "cost_usd": round(cost_usd, 9)}
+    if audio_hours:
+        values["usd_per_audio_hour"] = round(cost_usd / audio_hours, 6)
     return values
 
 

@@ -3,10 +3,10 @@ import time
 import dagster as dg
 import polars as pl
 
-from diary_platform.batch.asset import batch_asset, batch_metadata, schema_check, step_span
+from diary_platform.batch.asset import batch_asset, batch_metadata, recordings_metadata, schema_check, step_span
 from diary_platform.domain import catalog, schemas, stages
 from diary_platform.domain.schemas import STATUS_OK
-from diary_platform.resources import NoteWriterResource, StoreResource
+from diary_platform.resources import NoteWriterResource, PlatformPricing, StoreResource
 from diary_platform.settings import Settings
 
 PREVIEW_NOTES = 5
@@ -21,7 +21,11 @@ def diary_notes_asset(settings: Settings) -> dg.AssetsDefinition:
         description="A structured diary note per recording (title, summary, events, people, places, to-dos, mood).",
     )
     def diary_notes(
-        context: dg.AssetExecutionContext, transcripts: pl.DataFrame, store: StoreResource, note_writer: NoteWriterResource
+        context: dg.AssetExecutionContext,
+        transcripts: pl.DataFrame,
+        store: StoreResource,
+        note_writer: NoteWriterResource,
+        pricing: PlatformPricing,
     ) -> pl.DataFrame:
         started = time.perf_counter()
         with step_span(context):
@@ -31,7 +35,8 @@ def diary_notes_asset(settings: Settings) -> dg.AssetsDefinition:
         context.add_output_metadata(
             {
                 **batch_metadata(table, time.perf_counter() - started),
-                "cost_usd": float(table["cost_usd"].sum()),
+                "llm_usd": round(float(table["cost_usd"].sum()), 6),
+                **recordings_metadata(context, store, pricing, catalog.DIARY_NOTES, table),
                 "preview": dg.MetadataValue.md(preview),
             }
         )

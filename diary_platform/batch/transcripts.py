@@ -3,11 +3,11 @@ import time
 import dagster as dg
 import polars as pl
 
-from diary_platform.batch.asset import batch_asset, batch_metadata, schema_check, step_span
+from diary_platform.batch.asset import batch_asset, batch_metadata, recordings_metadata, schema_check, step_span
 from diary_platform.domain import catalog, schemas, stages
 from diary_platform.domain.speech.transcription import code_version
 from diary_platform.partitions import batch_partitions
-from diary_platform.resources import StoreResource, TranscriptGuards, WhisperTranscriber
+from diary_platform.resources import PlatformPricing, StoreResource, TranscriptGuards, WhisperTranscriber
 from diary_platform.settings import Settings
 
 MIN_MEAN_LOG_PROBABILITY = -1.0
@@ -30,17 +30,21 @@ def transcripts_asset(settings: Settings) -> dg.AssetsDefinition:
         store: StoreResource,
         whisper: WhisperTranscriber,
         guards: TranscriptGuards,
+        pricing: PlatformPricing,
     ) -> pl.DataFrame:
         started = time.perf_counter()
         transcriber = whisper.transcriber()
         with step_span(context):
             table = stages.transcribe(validated_audio, transcriber, guards.config(), store.store)
         dropped = int(table["dropped_segments"].list.len().sum())
+        scores = table["avg_logprob"].drop_nulls()
         context.add_output_metadata(
             {
                 **batch_metadata(table, time.perf_counter() - started, "audio_seconds"),
                 "model": transcriber.model_identity,
                 "dropped_segments": dropped,
+                **({"mean_avg_logprob": round(float(scores.mean()), 4)} if len(scores) else {}),
+                **recordings_metadata(context, store, pricing, catalog.TRANSCRIPTS, table),
             }
         )
         return table

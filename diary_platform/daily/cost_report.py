@@ -3,36 +3,13 @@ import polars as pl
 
 from diary_platform import metadata
 from diary_platform.domain import catalog
-from diary_platform.domain.catalog import Catalog
+from diary_platform.domain.costs import TOTAL, URI_COLUMNS
 from diary_platform.domain.costs import cost_report as build_cost_report
-from diary_platform.domain.notes.spend import load_prices
 from diary_platform.k8s import step_tags
 from diary_platform.partitions import daily_partitions
-from diary_platform.resources import PlatformPricing, StoreResource, WhisperTranscriber
+from diary_platform.resources import PlatformPricing, StoreResource
 from diary_platform.retries import NETWORK_RETRY
 from diary_platform.settings import Settings
-
-URI_COLUMNS = {
-    catalog.VALIDATED_AUDIO: ["original_uri", "normalised_uri"],
-    catalog.TRANSCRIPTS: ["txt_uri", "srt_uri", "vtt_uri", "json_uri"],
-    catalog.DIARY_NOTES: ["note_uri"],
-}
-TOTAL = "(total)"
-
-
-def _stored_bytes(tables: dict[str, pl.DataFrame], catalog_: Catalog) -> dict[str, dict[str, int]]:
-    """Bytes of every file the day's recordings added, per user and the tier each file is in now."""
-    totals: dict[str, dict[str, int]] = {}
-    for asset, columns in URI_COLUMNS.items():
-        frame = tables[asset]
-        for row in frame.iter_rows(named=True) if frame.height else []:
-            for column in columns:
-                found = catalog_.store.find_uri(row[column]) if row.get(column) else None
-                if found is not None:
-                    by_tier = totals.setdefault(row["user"], {})
-                    by_tier[found.tier] = by_tier.get(found.tier, 0) + found.size
-    return totals
-
 
 def cost_report_asset(settings: Settings) -> dg.AssetsDefinition:
     @dg.asset(
@@ -47,19 +24,11 @@ def cost_report_asset(settings: Settings) -> dg.AssetsDefinition:
         description="What each day's processing cost per user: compute, language models, storage; per audio hour.",
     )
     def cost_report(
-        context: dg.AssetExecutionContext, store: StoreResource, whisper: WhisperTranscriber, pricing: PlatformPricing
+        context: dg.AssetExecutionContext, store: StoreResource, pricing: PlatformPricing
     ) -> pl.DataFrame:
         day = context.partition_time_window.start.date()
         tables = {asset: store.catalog.of_day(asset, day) for asset in URI_COLUMNS}
-        report = build_cost_report(
-            tables[catalog.VALIDATED_AUDIO],
-            tables[catalog.TRANSCRIPTS],
-            tables[catalog.DIARY_NOTES],
-            _stored_bytes(tables, store.catalog),
-            pricing.prices(),
-            load_prices(),
-            gpu=whisper.device.startswith("cuda"),
-        )
+        report = build_cost_report(pricing.costs(tables, store.store))
         total = report.filter(pl.col("user") == TOTAL).row(0, named=True)
         context.add_output_metadata(
             {

@@ -1,10 +1,10 @@
-"""What a day of processing cost, per user: compute, language models and storage, per audio hour.
+"""What processing cost, per recording and summed per user and day: compute, language models, storage.
 
-Inputs are the tables of the batches processed that day. Compute is the measured decode and
-transcription seconds times the worker price (GPU when transcription ran on one); language-model
-cost is tokens times each model's list price; storage is the bytes the day's recordings added
-(originals, normalised audio, transcript files, notes), each priced for one day at the tier it is in
-when the report is made (a report rebuilt after tiering prices what moved at the colder rate).
+Compute is the measured decode seconds (CPU) and transcription seconds (GPU when it ran on one) times
+the worker price; language-model cost is tokens times each model's list price; storage is the bytes a
+recording's files take (original, normalised audio, transcript files, note), each priced for one day at
+the tier it is in when the cost is computed (a report rebuilt after tiering prices what moved at the
+colder rate).
 """
 
 from dataclasses import dataclass
@@ -13,7 +13,9 @@ from importlib import resources
 import polars as pl
 import yaml
 
+from diary_platform.domain.catalog import DIARY_NOTES, RAW_AUDIO, TRANSCRIPTS, VALIDATED_AUDIO
 from diary_platform.domain.notes.spend import call_cost
+from diary_platform.domain.store.layout import DataStore
 
 GB = 1024**3
 DAYS_PER_MONTH = 30
@@ -37,70 +39,87 @@ class PlatformPrices:
         )
 
 
-def cost_report(
-    validated: pl.DataFrame,
-    transcripts: pl.DataFrame,
-    notes: pl.DataFrame,
+def recording_costs(
+    tables: dict[str, pl.DataFrame],
     stored_bytes: dict[str, dict[str, int]],
     prices: PlatformPrices,
     model_prices: dict,
     gpu: bool,
 ) -> pl.DataFrame:
-    """One row per user, plus a `(total)` row. `stored_bytes`: bytes added per user, per tier."""
-    compute_price = prices.gpu_usd_per_second if gpu else prices.cpu_usd_per_second
-    tables = (validated, transcripts, notes)
-    users = sorted({u for t in tables if t.height for u in t["user"]} | set(stored_bytes))
-    rows = []
-    for user in users:
-        decoded, audio, written = (_of_user(t, user) for t in tables)
-        compute_seconds = _sum(decoded, "decode_seconds") + _sum(audio, "processing_seconds")
-        llm_usd = sum(
-            call_cost(model_prices, row["model"] or "", row["input_tokens"], row["output_tokens"])
-            for row in written.iter_rows(named=True)
+    """What each recording cost so far: the one definition of cost that batches, days and `diary status` share.
+
+    Compute is decode seconds at the CPU price plus transcription seconds at the worker's price (GPU when
+    transcription ran on one); language models are tokens at each model's list price; storage is one day
+    of the recording's files at the tier each is in. `tables`: the batch tables there are so far, by asset
+    name; `stored_bytes`: bytes per recording id, per tier."""
+    empty = pl.DataFrame()
+    validated, transcripts, notes = (tables.get(name, empty) for name in (VALIDATED_AUDIO, TRANSCRIPTS, DIARY_NOTES))
+    rows: dict[str, dict] = {}
+    for frame in tables.values():
+        for row in frame.select("recording_id", "user").iter_rows(named=True) if frame.height else []:
+            rows.setdefault(row["recording_id"], {**_ZERO, **row})
+    for row in validated.iter_rows(named=True) if validated.height else []:
+        decoded = row.get("decode_seconds") or 0.0
+        rows[row["recording_id"]].update(compute_seconds=decoded, compute_usd=decoded * prices.cpu_usd_per_second)
+    transcribe_price = prices.gpu_usd_per_second if gpu else prices.cpu_usd_per_second
+    for row in transcripts.iter_rows(named=True) if transcripts.height else []:
+        recording = rows[row["recording_id"]]
+        seconds = row.get("processing_seconds") or 0.0
+        recording["audio_seconds"] = row.get("audio_seconds") or 0.0
+        recording["compute_seconds"] += seconds
+        recording["compute_usd"] += seconds * transcribe_price
+    for row in notes.iter_rows(named=True) if notes.height else []:
+        input_tokens, output_tokens = row.get("input_tokens") or 0, row.get("output_tokens") or 0
+        rows[row["recording_id"]].update(
+            llm_input_tokens=input_tokens,
+            llm_output_tokens=output_tokens,
+            llm_usd=call_cost(model_prices, row.get("model") or "", input_tokens, output_tokens),
         )
-        rows.append(
-            {
-                "user": user,
-                "recordings": audio.height,
-                "audio_hours": _sum(audio, "audio_seconds") / 3600,
-                "compute_seconds": compute_seconds,
-                "compute_usd": compute_seconds * compute_price,
-                "llm_input_tokens": int(_sum(written, "input_tokens")),
-                "llm_output_tokens": int(_sum(written, "output_tokens")),
-                "llm_usd": llm_usd,
-                "storage_bytes": sum(stored_bytes.get(user, {}).values()),
-                "storage_usd": sum(
-                    size / GB * prices.storage_usd_per_gb_month[tier] / DAYS_PER_MONTH
-                    for tier, size in stored_bytes.get(user, {}).items()
-                ),
-            }
-        )
-    report = pl.DataFrame(rows, schema=_SCHEMA) if rows else pl.DataFrame(schema=_SCHEMA)
-    report = report.with_columns(total_usd=pl.col("compute_usd") + pl.col("llm_usd") + pl.col("storage_usd"))
-    totals = report.select(
-        pl.lit("(total)").alias("user"),
-        *(pl.col(c).sum() for c in report.columns if c != "user"),
+    for recording_id, recording in rows.items():
+        by_tier = stored_bytes.get(recording_id, {})
+        recording["storage_bytes"] = sum(by_tier.values())
+        recording["storage_usd"] = sum(size / GB * prices.storage_usd_per_gb_month[tier] / DAYS_PER_MONTH for tier, size in by_tier.items())
+    costs = pl.DataFrame(list(rows.values()), schema=_RECORDING_SCHEMA) if rows else pl.DataFrame(schema=_RECORDING_SCHEMA)
+    return costs.with_columns(total_usd=pl.col("compute_usd") + pl.col("llm_usd") + pl.col("storage_usd"))
+
+
+def stored_bytes(tables: dict[str, pl.DataFrame], store: DataStore) -> dict[str, dict[str, int]]:
+    """Bytes of every file the recordings of `tables` (by asset name) added, per recording and the tier each file is in now."""
+    totals: dict[str, dict[str, int]] = {}
+    for asset, columns in URI_COLUMNS.items():
+        frame = tables.get(asset, pl.DataFrame())
+        for row in frame.iter_rows(named=True) if frame.height else []:
+            for column in columns:
+                found = store.find_uri(row[column]) if row.get(column) else None
+                if found is not None:
+                    by_tier = totals.setdefault(row["recording_id"], {})
+                    by_tier[found.tier] = by_tier.get(found.tier, 0) + found.size
+    return totals
+
+
+def cost_report(costs: pl.DataFrame) -> pl.DataFrame:
+    """One row per user, plus a `(total)` row, summing `recording_costs`; and the cost per audio hour."""
+    sums = [pl.col(c).sum() for c in _SUMMED]
+    report = costs.group_by("user").agg(pl.len().cast(pl.Int64).alias("recordings"), *sums).sort("user")
+    totals = report.select(pl.lit(TOTAL).alias("user"), *(pl.col(c).sum() for c in report.columns if c != "user"))
+    report = pl.concat([report, totals]).with_columns(audio_hours=pl.col("audio_seconds") / 3600).drop("audio_seconds")
+    report = report.with_columns(
+        usd_per_audio_hour=pl.when(pl.col("audio_hours") > 0).then(pl.col("total_usd") / pl.col("audio_hours")).otherwise(None)
     )
-    report = pl.concat([report, totals])
-    return report.with_columns(
-        usd_per_audio_hour=pl.when(pl.col("audio_hours") > 0)
-        .then(pl.col("total_usd") / pl.col("audio_hours"))
-        .otherwise(None)
-    )
+    return report.select("user", "recordings", "audio_hours", *_SUMMED[1:], "usd_per_audio_hour")
 
 
-def _of_user(frame: pl.DataFrame, user: str) -> pl.DataFrame:
-    return frame.filter(pl.col("user") == user) if frame.height else frame
-
-
-def _sum(frame: pl.DataFrame, column: str) -> float:
-    return float(frame[column].sum() or 0) if frame.height else 0.0
-
-
-_SCHEMA = {
+TOTAL = "(total)"
+URI_COLUMNS = {
+    RAW_AUDIO: ["original_uri"],
+    VALIDATED_AUDIO: ["normalised_uri"],
+    TRANSCRIPTS: ["txt_uri", "srt_uri", "vtt_uri", "json_uri"],
+    DIARY_NOTES: ["note_uri"],
+}
+_RECORDING_SCHEMA = {
+    "recording_id": pl.Utf8,
     "user": pl.Utf8,
-    "recordings": pl.Int64,
-    "audio_hours": pl.Float64,
+    "audio_seconds": pl.Float64,
     "compute_seconds": pl.Float64,
     "compute_usd": pl.Float64,
     "llm_input_tokens": pl.Int64,
@@ -109,3 +128,5 @@ _SCHEMA = {
     "storage_bytes": pl.Int64,
     "storage_usd": pl.Float64,
 }
+_ZERO = {name: 0 if dtype == pl.Int64 else 0.0 for name, dtype in _RECORDING_SCHEMA.items() if name not in ("recording_id", "user")}
+_SUMMED = [*_ZERO, "total_usd"]

@@ -95,12 +95,15 @@ class Platform:
             return bool(states) and bool(instance.get_ticks(states[0].instigator_origin_id, states[0].selector_id, limit=1))
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+        """SIGTERM to the whole process group (webserver, daemon, code server, run workers); SIGKILL after a minute."""
+        if self.process is None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=60)
+            wait_for(lambda: not _group_alive(self.process.pid), 60, "the UI's processes to stop")
+        except (subprocess.TimeoutExpired, TimeoutError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def note_times(self) -> dict[str, float]:
         """Recording id → when its batch's notes materialized (epoch seconds), from the instance."""
@@ -111,6 +114,14 @@ class Platform:
                 for item in self.batches.read(record.partition_key).items:
                     times.setdefault(recording_id_for(item.content_sha256), record.timestamp)
         return times
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def _answers(url: str) -> bool:
@@ -169,7 +180,7 @@ def main() -> None:
     args = parser.parse_args()
     clip = args.clip if args.clip.exists() else REPO / "examples" / "default" / "d01.flac"
 
-    with tempfile.TemporaryDirectory() as temp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as temp:
         root = Path(temp)
         clips = variants(clip, args.singles + args.burst + 1, root / "clips")
         baseline = cli_baseline(clips[-1], root)
@@ -190,14 +201,13 @@ def main() -> None:
             audio = sum(wave.open(str(path)).getnframes() for path in burst_clips) / SAMPLE_RATE
         finally:
             platform.stop()
-    print()
-    print(f"| case | clips | p50 drop→note | p95 drop→note | p50 / `diary run` |")
-    print(f"|---|---:|---:|---:|---:|")
-    print(f"| single | {len(singles)} | {statistics.median(singles):.1f} s | {percentile(singles, 0.95):.1f} s | "
-          f"{statistics.median(singles) / baseline:.2f} |")
-    print(f"| burst | {len(burst)} | {statistics.median(burst):.1f} s | {percentile(burst, 0.95):.1f} s | "
-          f"{statistics.median(burst) / baseline:.2f} |")
-    print(f"\nburst: {audio:.0f} s of audio noted in {burst_wall:.1f} s ({audio / burst_wall:.1f}x real time)")
+        print()
+        print("| case | clips | p50 drop→note | p95 drop→note | p50 / `diary run` |")
+        print("|---|---:|---:|---:|---:|")
+        for case, values in (("single", singles), ("burst", burst)):
+            p50 = statistics.median(values)
+            print(f"| {case} | {len(values)} | {p50:.1f} s | {percentile(values, 0.95):.1f} s | {p50 / baseline:.2f} |")
+        print(f"\nburst: {audio:.0f} s of audio noted in {burst_wall:.1f} s ({audio / burst_wall:.1f}x real time)")
 
 
 if __name__ == "__main__":

@@ -169,9 +169,22 @@ quarantine_app = typer.Typer(help="Recordings that were rejected, and re-driving
 app.add_typer(quarantine_app, name="quarantine")
 
 
+REASON_HELP = "Only these reason codes (repeat the option for more); an unknown code is an error."
+USER_HELP = "Only these users' recordings."
+RECORDING_HELP = "Only these recording ids."
+
+
+def _selection(reason: list[str] | None, user: list[str] | None, recording: list[str] | None):
+    from diary_platform.domain.ingest.quarantine import Selection
+
+    return Selection(frozenset(reason or ()), frozenset(user or ()), frozenset(recording or ()))
+
+
 @quarantine_app.command("list")
 def quarantine_list(
-    reason: list[str] = typer.Option(None, help="Only these reason codes."),
+    reason: list[str] = typer.Option(None, help=REASON_HELP),
+    user: list[str] = typer.Option(None, help=USER_HELP),
+    recording: list[str] = typer.Option(None, help=RECORDING_HELP),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per recording."),
 ) -> None:
     """Recordings whose latest attempt was rejected, with the reason and a message a person understands."""
@@ -180,8 +193,9 @@ def quarantine_list(
     from diary_platform.domain.ingest.quarantine import list_quarantine
     from diary_platform.resources import open_store
 
+    selection = _selection(reason, user, recording)
     store = open_store(Settings())
-    recordings = list_quarantine(Catalog(store), BatchStore(store.batches_root), set(reason or ()))
+    recordings = list_quarantine(Catalog(store), BatchStore(store.batches_root), selection)
     out = Console(soft_wrap=True)
     for r in recordings:
         if as_json:
@@ -193,15 +207,19 @@ def quarantine_list(
 
 @quarantine_app.command("redrive")
 def quarantine_redrive(
-    reason: list[str] = typer.Option(None, help="Only these reason codes (default: all)."),
+    reason: list[str] = typer.Option(None, help=REASON_HELP),
+    user: list[str] = typer.Option(None, help=USER_HELP),
+    recording: list[str] = typer.Option(None, help=RECORDING_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per recording."),
 ) -> None:
-    """Process the quarantined recordings again, as one new batch, under the current limits."""
+    """Process the quarantined recordings again, as one new batch, under the current limits (the Dagster UI's
+    `redrive_job` does the same)."""
     from diary_platform.runner import dagster_instance, redrive
 
+    selection = _selection(reason, user, recording)
     settings = Settings()
     instance = dagster_instance(settings)
-    _print_report(_until_stopped(lambda: redrive(settings, instance, set(reason or ())), instance), as_json)
+    _print_report(_until_stopped(lambda: redrive(settings, instance, selection), instance), as_json)
 
 
 @app.command()

@@ -12,14 +12,14 @@ from urllib.parse import unquote, urlparse
 import dagster as dg
 
 from diary_platform.batch import PROCESS_BATCH
-from diary_platform.batch.recovery import process_tags, recovery_for
+from diary_platform.batch.recovery import batch_run_tags, process_tags, recovery_for
 from diary_platform.definitions import build_definitions
 from diary_platform.domain import catalog
 from diary_platform.domain.catalog import Catalog
-from diary_platform.domain.ingest.batches import BatchManifest, BatchStore
+from diary_platform.domain.ingest.batches import BatchItem, BatchManifest, BatchStore
 from diary_platform.domain.ingest.claims import Claims, Owner
 from diary_platform.domain.ingest.landing import HandedFile, Intake, batch_files
-from diary_platform.domain.ingest.quarantine import list_quarantine, redrive_manifest
+from diary_platform.domain.ingest.quarantine import Selection, list_quarantine, redrive_manifest
 from diary_platform.domain.ingest.recovery import BatchState
 from diary_platform.domain.store.hashing import recording_id_for
 from diary_platform.domain.store.layout import DataStore
@@ -189,18 +189,22 @@ class BatchRunner:
 
     def run(self, manifest: BatchManifest, origin: str = NEW) -> list[RecordingResult]:
         self.register([manifest])
-        users = ",".join(sorted({item.user for item in manifest.items}))
         self.job.execute_in_process(
             partition_key=manifest.key,
             instance=self.instance,
             run_config=QUIET,
-            tags={"diary/source": self.source, "diary/users": users, "diary/batch": manifest.key, **process_tags(self.owner)},
+            tags={**batch_run_tags(self.source, manifest), **process_tags(self.owner)},
         )
         return self.results_of(manifest, origin)
 
     def results_of(self, manifest: BatchManifest, origin: str) -> list[RecordingResult]:
         rows = self.catalog.recordings_of_batch(manifest.key)
-        return [_result(self.store, Path(item.source_path), manifest.key, rows.get(item.content_sha256, {}), origin) for item in manifest.items]
+        return [_result(self.store, self._file_of(item), manifest.key, rows.get(item.content_sha256, {}), origin) for item in manifest.items]
+
+    def _file_of(self, item: BatchItem) -> Path:
+        """The file as the user knows it: the path handed over, or for a re-drive (which reads the stored
+        original) the name it was uploaded under."""
+        return Path(item.user, item.relative_path) if self.source == "redrive" else Path(item.source_path)
 
     def resume(self, key: str) -> list[RecordingResult]:
         """Run a stranded batch again, unless another process took it over first."""
@@ -209,11 +213,11 @@ class BatchRunner:
         return self.run(self.batches.read(key), RESUMED)
 
 
-def redrive(settings: Settings, instance: dg.DagsterInstance, reasons: set[str] | None = None) -> RunReport:
-    """Process the quarantined recordings again, as one new batch, under the current limits."""
+def redrive(settings: Settings, instance: dg.DagsterInstance, selection: Selection = Selection()) -> RunReport:
+    """Process the quarantined recordings `selection` takes again, as one new batch, under the current limits."""
     started = time.perf_counter()
     runner = BatchRunner(settings, instance, source="redrive")
-    recordings = list_quarantine(runner.catalog, runner.batches, reasons)
+    recordings = list_quarantine(runner.catalog, runner.batches, selection)
     if not recordings:
         return RunReport([], time.perf_counter() - started)
     manifest = redrive_manifest(recordings, datetime.now(timezone.utc), runner.intake)

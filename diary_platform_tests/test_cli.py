@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*") if p.suffix in {".flac", ".mp3"})
 
@@ -80,6 +82,11 @@ def test_diary_status_reports_recent_batches(tmp_path):
     assert len(keys) == 2 and all(key in completed.stdout for key in keys), "batch keys whole, to copy, at 80 columns"
     cost = float(re.search(r"cost so far \$([0-9.]+)", completed.stdout).group(1))
     assert cost > 0, "compute and storage count, not only language models"
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        runs = instance.get_runs()
+    assert {run.job_name for run in runs} == {"process_batch"}
+    assert sorted(run.tags["diary/batch"] for run in runs) == sorted(keys)
+    assert all(run.tags["diary/source"] == "cli" and run.tags["diary/users"] == "default" for run in runs)
 
 
 def _diary(env: dict, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -109,6 +116,16 @@ def test_quarantine_list_filters_by_reason_and_redrive_processes_only_those(tmp_
     assert record["recording_id"] == only_empty[0]["recording_id"]
     assert (record["status"], record["reason"], record["new"]) == ("quarantined", "empty_file", True)
     assert record["batch_key"] != only_empty[0]["batch_key"], "processed again, as a new batch"
+    assert record["file"] == "default/empty.wav", "the name it was uploaded under, not the stored original's"
+    relisted = [json.loads(line) for line in _diary(env, "quarantine", "list", "--json").stdout.splitlines()]
+    assert sorted(r["source_name"] for r in relisted) == ["empty.wav", "noise.flac"]
+    by_id = _diary(env, "quarantine", "list", "--json", "--recording", everything[0]["recording_id"], "--user", "default")
+    assert [json.loads(line)["recording_id"] for line in by_id.stdout.splitlines()] == [everything[0]["recording_id"]]
+
+    for command in ("list", "redrive"):
+        typo = _diary(env, "quarantine", command, "--reason", "nonsense")
+        assert typo.returncode == 1 and "unknown reason code nonsense" in typo.stderr and "empty_file" in typo.stderr
+    assert len(_diary(env, "quarantine", "list", "--json").stdout.splitlines()) == 2, "a typo re-drives nothing"
 
 
 def test_a_platform_failure_exits_non_zero_with_one_clear_line(tmp_path):

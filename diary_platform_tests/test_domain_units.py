@@ -439,7 +439,7 @@ def _identity(sha, key, status="ok", reason=None):
 
 def test_the_quarantine_lists_latest_rejections_and_given_up_batches_and_filters_by_reason(tmp_path):
     from diary_platform.domain.catalog import Catalog
-    from diary_platform.domain.ingest.quarantine import list_quarantine
+    from diary_platform.domain.ingest.quarantine import Selection, list_quarantine
     from diary_platform.domain.schemas import RAW_AUDIO, VALIDATED_AUDIO
 
     store = DataStore(tmp_path)
@@ -460,12 +460,39 @@ def test_the_quarantine_lists_latest_rejections_and_given_up_batches_and_filters
     intake.batches.give_up(given_up.key, 3, "transcripts: boom", NOW)
     listed = {(r.recording_id[0], r.reason, r.batch_key) for r in list_quarantine(Catalog(store), intake.batches)}
     assert listed == {("a", "too_long", "20261126T100000Z-1"), ("c", "gave_up", given_up.key), ("a", "gave_up", given_up.key)}
-    [gave_up_c] = [r for r in list_quarantine(Catalog(store), intake.batches, {"gave_up"}) if r.recording_id[0] == "c"]
+    [gave_up_c] = [r for r in list_quarantine(Catalog(store), intake.batches, Selection(reasons=frozenset({"gave_up"}))) if r.recording_id[0] == "c"]
     assert gave_up_c.source_name == "c.wav" and "3 times" in gave_up_c.message and "transcripts: boom" in gave_up_c.message
     assert gave_up_c.stored_original is None and gave_up_c.source_path == "/up/c.wav"
-    [too_long] = list_quarantine(Catalog(store), intake.batches, {"too_long"})
+    [too_long] = list_quarantine(Catalog(store), intake.batches, Selection(reasons=frozenset({"too_long"})))
     assert (too_long.source_name, too_long.stored_original, too_long.message, too_long.size_bytes) == ("a.wav", "file:///o/a", "too_long happened", 5)
     assert list_quarantine(Catalog(DataStore(tmp_path / "empty")), BatchStore(tmp_path / "none")) == []
+    by_user = list_quarantine(Catalog(store), intake.batches, Selection(users=frozenset({"nobody"})))
+    by_id = list_quarantine(Catalog(store), intake.batches, Selection(recording_ids=frozenset({c[:24]})))
+    assert by_user == [] and [(r.recording_id, r.reason) for r in by_id] == [(c[:24], "gave_up")]
+    both = Selection(reasons=frozenset({"too_long"}), recording_ids=frozenset({c[:24]}))
+    assert list_quarantine(Catalog(store), intake.batches, both) == [], "filters combine"
+
+
+def test_an_unknown_reason_code_is_an_error_that_names_the_known_ones():
+    from diary_platform.domain.ingest.quarantine import Selection, UnknownReason
+
+    with pytest.raises(UnknownReason, match="unknown reason code nonsense; the reasons are: empty_file, playlist"):
+        Selection(reasons=frozenset({"nonsense", "too_long"}))
+
+
+def test_every_reason_code_the_code_gives_is_registered():
+    """The `reason` column only takes registered codes: a new code given anywhere must be registered too."""
+    import re
+
+    from diary_platform.domain.schemas import REASONS
+
+    package = Path(__file__).resolve().parent.parent / "diary_platform"
+    given = set()
+    for source in package.rglob("*.py"):
+        text = source.read_text()
+        given |= set(re.findall(r'(?:AudioRejected|_quarantine)\(\s*"([a-z_]+)"', text))
+        given |= set(re.findall(r'"reason": "([a-z_]+)"', text))
+    assert len(given) >= 12 and given <= set(REASONS), given - set(REASONS)
 
 
 # --- the landing scanner, tick by tick --------------------------------------------------------------------------

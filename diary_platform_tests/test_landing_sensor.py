@@ -233,11 +233,14 @@ def test_the_dagster_sensor_adds_partitions_and_one_run_per_batch(tmp_path, monk
         with dg.build_sensor_context(instance=instance, resources=resources) as context:
             first = landing_sensor(context)
         assert first.run_requests == [] and first.dynamic_partitions_requests == []
+        assert first.skip_reason.skip_message.startswith("scanned 3 files: 3 settling, 0 waiting for a batch"), "the tick says why"
         with dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=resources) as context:
             second = landing_sensor(context)
         keys = [r.partition_key for r in second.run_requests]
         assert len(keys) == 2
         assert [r.run_key for r in second.run_requests] == keys
+        assert [(r.tags["diary/source"], r.tags["diary/users"], r.tags["diary/batch"]) for r in second.run_requests] == [
+            ("sensor", "alice", key) for key in keys]
         assert [list(r.partition_keys) for r in second.dynamic_partitions_requests] == [keys]
         instance.add_dynamic_partitions("batches", keys)
         with dg.build_sensor_context(instance=instance, cursor=second.cursor, resources=resources) as context:

@@ -1,15 +1,16 @@
 """The batch slice: what one ingest batch goes through (four assets and their checks), its job, the landing
-sensor that makes batches and the recovery sensor that resumes them."""
+sensor that makes batches, the recovery sensor that resumes them and the job that re-drives the quarantine."""
 
 import dagster as dg
 
 from diary_platform.batch.diary_notes import diary_notes_asset, diary_notes_schema
-from diary_platform.batch.landing_sensor import PROCESS_BATCH, landing_sensor
+from diary_platform.batch.landing_sensor import landing_sensor
+from diary_platform.batch.process_batch import PROCESS_BATCH, process_batch
 from diary_platform.batch.raw_audio import raw_audio_asset, raw_audio_schema
 from diary_platform.batch.recovery import recovery_sensor
+from diary_platform.batch.redrive import redrive_job, redriven_batches
 from diary_platform.batch.transcripts import mean_log_probability, transcripts_asset, transcripts_schema
 from diary_platform.batch.validated_audio import quarantine_share, validated_audio_asset, validated_audio_schema
-from diary_platform.domain import catalog
 from diary_platform.settings import Settings
 
 CHECKS = [
@@ -21,13 +22,6 @@ CHECKS = [
     diary_notes_schema,
 ]
 
-process_batch = dg.define_asset_job(
-    PROCESS_BATCH,
-    selection=dg.AssetSelection.assets(*catalog.BATCH_TABLES),
-    description="Everything one ingest batch goes through: ingest, validate, transcribe, write notes.",
-)
-
-
 def assets(settings: Settings) -> list[dg.AssetsDefinition]:
     return [
         raw_audio_asset(settings),
@@ -38,4 +32,9 @@ def assets(settings: Settings) -> list[dg.AssetsDefinition]:
 
 
 def definitions(settings: Settings) -> dg.Definitions:
-    return dg.Definitions(assets=assets(settings), asset_checks=CHECKS, jobs=[process_batch], sensors=[landing_sensor, recovery_sensor])
+    return dg.Definitions(
+        assets=assets(settings),
+        asset_checks=CHECKS,
+        jobs=[process_batch, redrive_job],
+        sensors=[landing_sensor, recovery_sensor, redriven_batches],
+    )

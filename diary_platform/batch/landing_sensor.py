@@ -3,14 +3,13 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from diary_platform import telemetry
-from diary_platform.batch.recovery import recovery_for
+from diary_platform.batch.process_batch import PROCESS_BATCH
+from diary_platform.batch.recovery import batch_run_tags, recovery_for
 from diary_platform.domain import instruments
 from diary_platform.domain.ingest.claims import Owner
 from diary_platform.domain.ingest.landing import Intake, LandingCursor, LandingScanner
 from diary_platform.partitions import batch_partitions
 from diary_platform.resources import LandingFolder, StoreResource
-
-PROCESS_BATCH = "process_batch"
 
 
 @dg.sensor(
@@ -30,21 +29,19 @@ def landing_sensor(context: dg.SensorEvaluationContext, store: StoreResource, la
         keys = [batch.key for batch in tick.batches]
         span.set_attributes({"diary.files_scanned": tick.files_scanned, "diary.batches": len(keys)})
         trace_tags = telemetry.traceparent_tags()
-    context.log.info(
-        f"scanned {tick.files_scanned} files, {len(tick.cursor.pending)} settling, "
-        f"{len(tick.cursor.waiting)} waiting for a batch, {tick.duplicates} duplicates, {len(keys)} new batches"
+    summary = (
+        f"scanned {tick.files_scanned} files: {len(tick.cursor.pending)} settling, {len(tick.cursor.waiting)} waiting "
+        f"for a batch, {tick.duplicates} duplicates, {len(keys)} new batches"
     )
     if tick.skips.counts:
-        context.log.warning(f"not taken: {tick.skips.summary()}")
+        summary += f"; not taken: {tick.skips.summary()}"
+    context.log.info(summary)
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(
-                partition_key=batch.key,
-                run_key=batch.key,
-                tags={"diary/recordings": str(len(batch.items)), "diary/source": "sensor", "diary/batch": batch.key, **trace_tags},
-            )
+            dg.RunRequest(partition_key=batch.key, run_key=batch.key, tags={**batch_run_tags("sensor", batch), **trace_tags})
             for batch in tick.batches
         ],
+        skip_reason=None if keys else summary,
         dynamic_partitions_requests=[batch_partitions.build_add_request(keys)] if keys else [],
         cursor=tick.cursor.to_json(),
     )

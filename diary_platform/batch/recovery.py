@@ -11,8 +11,9 @@ import dagster as dg
 from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 from dagster._core.storage.tags import MAX_RETRIES_TAG, WILL_RETRY_TAG
 
+from diary_platform.batch.process_batch import PROCESS_BATCH
 from diary_platform.domain import catalog
-from diary_platform.domain.ingest.batches import BatchStore
+from diary_platform.domain.ingest.batches import BatchManifest, BatchStore
 from diary_platform.domain.ingest.claims import Owner
 from diary_platform.domain.ingest.recovery import BatchRuns, Recovery
 from diary_platform.partitions import BATCHES, batch_partitions
@@ -28,6 +29,13 @@ def process_tags(owner: Owner) -> dict[str, str]:
     """Run tags naming the process that executes a run in-process, so a later look can tell it is gone. The
     daemon cannot relaunch such a run (it has no code location to launch from): recovery resumes it instead."""
     return {MAX_RETRIES_TAG: "0", **{tag: str(getattr(owner, name)) for name, tag in PROCESS_TAGS.items()}}
+
+
+def batch_run_tags(source: str, manifest: BatchManifest) -> dict[str, str]:
+    """What the UI's run list shows of a batch run: who launched it (cli, sensor, recovery, redrive), whose
+    recordings, which batch."""
+    users = ",".join(sorted({item.user for item in manifest.items}))
+    return {"diary/source": source, "diary/users": users, "diary/batch": manifest.key, "diary/recordings": str(len(manifest.items))}
 
 
 def _owner_of(tags: dict[str, str]) -> Owner | None:
@@ -85,7 +93,7 @@ def recovery_for(instance: dg.DagsterInstance, batches: BatchStore) -> Recovery:
 
 
 @dg.sensor(
-    job_name="process_batch",
+    job_name=PROCESS_BATCH,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
@@ -107,7 +115,7 @@ def recovery_sensor(context: dg.SensorEvaluationContext, store: StoreResource):
             dg.RunRequest(
                 partition_key=manifest.key,
                 run_key=f"{manifest.key}:attempt-{attempt}",
-                tags={"diary/source": "recovery", "diary/attempt": str(attempt), "diary/batch": manifest.key},
+                tags={**batch_run_tags("recovery", manifest), "diary/attempt": str(attempt)},
             )
         )
     if not requests:

@@ -12,6 +12,26 @@ STATUS_OK = "ok"
 STATUS_QUARANTINED = "quarantined"
 STATUSES = [STATUS_OK, STATUS_QUARANTINED]
 
+# Every reason a recording can be quarantined for: the `reason` column holds only these, and a re-drive
+# filters by them (an unknown code is a typo, not an empty selection).
+REASONS = {
+    "empty_file": "the file is empty",
+    "playlist": "a playlist or concat list, never opened",
+    "too_large": "the file is over the size limit",
+    "undecodable": "not a readable audio file",
+    "unsupported_format": "a container format that is not accepted",
+    "no_audio_stream": "the file holds no audio stream",
+    "unsupported_codec": "an audio codec that is not accepted",
+    "no_audio_decoded": "the file decoded to no samples",
+    "too_long": "the audio runs past the duration limit",
+    "too_much_memory": "decoding needed more memory than allowed",
+    "decode_timeout": "decoding took longer than allowed",
+    "decoder_crashed": "the decoder crashed on the file",
+    "source_missing": "the upload was gone before it was stored",
+    "source_changed": "the upload changed after it was picked up",
+    "gave_up": "its batch failed too many times",
+}
+
 SEGMENT = pl.Struct(
     {
         "start": pl.Float64,
@@ -39,7 +59,7 @@ def _identity_columns() -> dict[str, pa.Column]:
         "user": pa.Column(pl.Utf8),
         "recorded_at": pa.Column(UTC_TIME),
         "status": pa.Column(pl.Utf8, pa.Check.isin(STATUSES)),
-        "reason": pa.Column(pl.Utf8, nullable=True),
+        "reason": pa.Column(pl.Utf8, pa.Check.isin(list(REASONS)), nullable=True),
         "message": pa.Column(pl.Utf8, nullable=True),
     }
 

@@ -3,5 +3,5 @@
 - landing.py: `LandingScanner` (one bounded sensor tick), `batch_files` (files handed to the CLI).
 - batches.py: `BatchManifest`, `BatchStore`, batch keys.
 - claims.py: `Claims`: which content and which landing files are taken, and by which batch.
-- quarantine.py: `list_quarantine`, `redrive_manifest`.
+- quarantine.py: `list_quarantine` (by `Selection`: reasons, users, recording ids), `redrive_manifest`.
 """

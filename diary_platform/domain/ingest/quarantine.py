@@ -15,10 +15,40 @@ import polars as pl
 from diary_platform.domain.catalog import RAW_AUDIO, VALIDATED_AUDIO, Catalog, latest_rows
 from diary_platform.domain.ingest.batches import BatchItem, BatchManifest, BatchStore
 from diary_platform.domain.ingest.landing import Intake
-from diary_platform.domain.schemas import STATUS_QUARANTINED
+from diary_platform.domain.schemas import REASONS, STATUS_QUARANTINED
 from diary_platform.domain.store.hashing import recording_id_for
 
 GAVE_UP = "gave_up"
+
+
+class UnknownReason(ValueError):
+    """A reason code no stage gives: a typo would otherwise select nothing and look like an empty quarantine."""
+
+    def __init__(self, unknown: set[str]):
+        super().__init__(
+            f"unknown reason code{'s' if len(unknown) > 1 else ''} {', '.join(sorted(unknown))}; "
+            f"the reasons are: {', '.join(REASONS)}"
+        )
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which quarantined recordings to list or re-drive: each filter left empty takes all."""
+
+    reasons: frozenset[str] = frozenset()
+    users: frozenset[str] = frozenset()
+    recording_ids: frozenset[str] = frozenset()
+
+    def __post_init__(self):
+        unknown = set(self.reasons) - set(REASONS)
+        if unknown:
+            raise UnknownReason(unknown)
+
+    def takes(self, recording: "QuarantinedRecording") -> bool:
+        return all(
+            not wanted or value in wanted
+            for wanted, value in ((self.reasons, recording.reason), (self.users, recording.user), (self.recording_ids, recording.recording_id))
+        )
 
 
 @dataclass(frozen=True)
@@ -36,16 +66,15 @@ class QuarantinedRecording:
     recorded_at: datetime
 
 
-def list_quarantine(catalog: Catalog, batches: BatchStore, reasons: set[str] | None = None) -> list[QuarantinedRecording]:
-    """Recordings whose latest validation rejected them or whose batch gave up, optionally only those with one
-    of `reasons`."""
+def list_quarantine(catalog: Catalog, batches: BatchStore, selection: Selection = Selection()) -> list[QuarantinedRecording]:
+    """Recordings whose latest validation rejected them or whose batch gave up, those `selection` takes."""
     validated = catalog.every_batch(VALIDATED_AUDIO)
     latest = pl.DataFrame()
     if not validated.is_empty():
         sources = catalog.every_batch(RAW_AUDIO).select("recording_id", "batch_key", "source_path", "source_name", "size_bytes")
         latest = latest_rows(validated.join(sources, on=["recording_id", "batch_key"], how="left"))
     listed = _rejected(latest) + _given_up(catalog, batches, latest)
-    return sorted((r for r in listed if not reasons or r.reason in reasons), key=lambda r: (r.batch_key, r.recording_id))
+    return sorted((r for r in listed if selection.takes(r)), key=lambda r: (r.batch_key, r.recording_id))
 
 
 def _rejected(latest: pl.DataFrame) -> list[QuarantinedRecording]:

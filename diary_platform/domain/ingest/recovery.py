@@ -18,7 +18,9 @@ from enum import Enum
 from diary_platform.domain.ingest.batches import BatchManifest, BatchStore, Lease
 from diary_platform.domain.ingest.claims import Owner
 
-# The sensor's lease only covers the moment between writing a manifest and Dagster taking the run request.
+# The lease of a process that hands a new batch over to Dagster (the landing sensor, the re-drive job) only
+# covers the moment between writing the manifest and Dagster taking the run request.
+HANDOVER_ROLES = frozenset({"sensor", "redrive_job"})
 SENSOR_GRACE = timedelta(minutes=2)
 # A lease held by a process on another machine cannot be checked from here; it lapses after a run's longest time.
 FOREIGN_LEASE = timedelta(hours=6)
@@ -44,7 +46,7 @@ class BatchRuns:
 
 def lease_held(lease: Lease, now: datetime) -> bool:
     """Whether the lease's holder may still be running the batch."""
-    if lease.owner.role == "sensor":
+    if lease.owner.role in HANDOVER_ROLES:
         return now - lease.since < SENSOR_GRACE
     alive = lease.owner.alive()
     return alive if alive is not None else now - lease.since < FOREIGN_LEASE

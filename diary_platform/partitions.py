@@ -12,3 +12,10 @@ batch_partitions = dg.DynamicPartitionsDefinition(name=BATCHES)
 
 # end_offset=1: today is a partition too, so today's digest and costs so far can be materialized.
 daily_partitions = dg.DailyPartitionsDefinition(start_date="2024-01-01", timezone="UTC", end_offset=1)
+
+# Today's digests and costs follow the batches as they land (the daily schedule still closes each day).
+KEEP_TODAY_CURRENT = (
+    dg.AutomationCondition.in_latest_time_window()
+    & dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("today's partition, when a batch lands")

@@ -77,3 +77,22 @@ def test_the_schedule_asks_for_yesterday_once_the_day_has_closed():
     context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 27, 0, 30, tzinfo=timezone.utc))
     request = daily_schedule(context)
     assert request.partition_key == "2026-11-26" and request.job_name in (None, "daily_job")
+
+
+def test_todays_digest_and_costs_are_requested_when_a_batch_lands_and_not_again_until_the_next(settings, instance, clips):
+    definitions = build_definitions(settings)
+    today = datetime.now(timezone.utc).date().isoformat()
+    quiet = dg.evaluate_automation_conditions(defs=definitions, instance=instance)
+    assert quiet.total_requested == 0, "nothing landed yet"
+
+    process_files([clips[0].path], "alice", settings, instance)
+    landed = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=quiet.cursor)
+    for asset in ("daily_digest", "cost_report"):
+        assert landed.get_requested_partitions(dg.AssetKey(asset)) == {today}, asset
+    assert landed.total_requested == 2
+
+    again = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=landed.cursor)
+    assert again.total_requested == 0, "handled: not requested again until another batch lands"
+    process_files([clips[1].path], "alice", settings, instance)
+    next_batch = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=again.cursor)
+    assert next_batch.total_requested == 2

@@ -1,5 +1,6 @@
-"""The daily slice: each day's digests and cost report, the job and schedule that close a day, and the
-sensor that writes a closed day again when a late recording arrives."""
+"""The daily slice: each day's digests and cost report, kept current through the day by declarative
+automation as batches land, the job and schedule that close a day, and the sensor that writes a closed
+day again when a late recording arrives."""
 
 from datetime import datetime, timedelta, timezone
 
@@ -51,11 +52,20 @@ def late_recordings_sensor(context: dg.SensorEvaluationContext, asset_event: dg.
             yield dg.RunRequest(partition_key=day.isoformat(), run_key=f"{day.isoformat()}:{batch}")
 
 
+daily_automation = dg.AutomationConditionSensorDefinition(
+    "daily_automation",
+    target=dg.AssetSelection.assets(catalog.DAILY_DIGEST, catalog.COST_REPORT),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Evaluates the automation conditions of today's digest and cost report: a new batch refreshes both.",
+)
+
+
 def definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[daily_digest_asset(settings), cost_report_asset(settings)],
         asset_checks=[within_daily_budget],
         jobs=[daily_job],
         schedules=[daily_schedule],
-        sensors=[late_recordings_sensor],
+        sensors=[late_recordings_sensor, daily_automation],
     )

@@ -41,6 +41,25 @@ def test_imperative_reminders_are_todos_and_family_are_people():
     assert note.people == ["Grandma"] and note.places == []
 
 
+@pytest.mark.parametrize(
+    ("transcript", "people", "places"),
+    [
+        # sentence breaks the model lost: segments joined with their capitals
+        ("I went home But it was late And It rained So I stayed in Then Maria called", ["Maria"], []),
+        ("Well, I think So. And then We went to the park. But Tom said It was closed.", ["Tom"], ["park"]),
+        # a common word capitalised mid-sentence, and written in lower case elsewhere
+        ("We had Dinner at home. The dinner was cold. Later I drove to Leeds with Priya.", ["Priya"], ["Leeds"]),
+        # interjections, days and months, and shouting in capitals
+        ("Okay, Yeah, Monday was long. In March we Will see. OK THEN, Anyway I met Ben in Oslo.", ["Ben"], ["Oslo"]),
+        # a name that opens a sentence is found where it appears inside one
+        ("Anna called me. Later I met Anna and Jo at the station.", ["Anna", "Jo"], ["station"]),
+    ],
+)
+def test_people_and_places_are_names_not_the_capitals_of_sentence_starts(transcript, people, places):
+    note = _note(transcript)
+    assert (note.people, note.places) == (people, places)
+
+
 def test_an_empty_transcript_still_gets_a_note():
     note = _note("   ")
     assert note.title == "No speech recorded"

@@ -57,7 +57,7 @@ def webserver(tmp_path, clips):
             instance.add_dynamic_partitions("batches", [manifest.key])
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-m", "diary_platform.definitions", "-h", "127.0.0.1", "-p", str(port)],
+            [str(Path(sys.executable).parent / "dg"), "dev", "-m", "diary_platform.definitions", "-h", "127.0.0.1", "-p", str(port)],
             env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         url = f"http://127.0.0.1:{port}"

@@ -4,6 +4,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -14,7 +15,7 @@ import polars as pl
 import pybreaker
 import pytest
 
-from diary_platform.domain.ingest.batches import BatchItem, BatchStore, Lease
+from diary_platform.domain.ingest.batches import BatchItem, BatchManifest, BatchStore, Lease
 from diary_platform.domain.ingest.claims import Claims, LandingFileKey, Owner
 from diary_platform.domain.ingest.landing import (
     BatchLimits, Intake, LandingCursor, LandingScanner, Skipped, Skips, Waiting, _take_chunk, batch_files, check_name, printable,
@@ -329,7 +330,31 @@ def test_a_batch_keeps_only_the_items_it_won_and_is_not_written_when_it_won_none
     assert intake.batches.read(second.key).items == second.items, "the manifest on disk says the same"
     assert intake.commit([_item("a" * 64, "again.wav")], NOW) is None
     assert sorted(p.name for p in intake.batches.root.rglob("*.json")) == sorted([f"{first.key}.json", f"{second.key}.json"])
-    assert first.key != second.key and first.key[:16] == second.key[:16] == "20261126T120000Z"
+    assert first.key != second.key and first.key[:16] == second.key[:16] == "120000-20261126-"
+
+
+def test_a_batch_key_shows_its_time_first_and_its_maker_last_and_keys_order_by_time_across_days(tmp_path):
+    from diary_platform.domain.catalog import latest_rows
+    from diary_platform.domain.ingest.batches import batch_order, batch_time, new_batch_key
+
+    key = new_batch_key(datetime(2026, 11, 29, 3, 50, 16, 999, tzinfo=timezone.utc))
+    assert re.fullmatch(r"035016-20261129-[0-9a-f]{8}", key) and batch_time(key) == datetime(2026, 11, 29, 3, 50, 16, tzinfo=timezone.utc)
+    assert batch_time("20261126T120000Z-abc") == datetime(2026, 11, 26, 12, tzinfo=timezone.utc), "keys of the earlier format"
+    for not_a_key in ("my-batch", "035016-2026112-ab", "20261129-035016-ab", ""):
+        with pytest.raises(ValueError):
+            batch_time(not_a_key)
+    evening, next_morning = "230000-20261128-ffffffff", "010000-20261129-00000000"
+    assert sorted([next_morning, evening], key=batch_order) == [evening, next_morning]
+    assert batch_order("20261128T235959Z-x") < batch_order(next_morning), "both formats in one order"
+    rows = pl.DataFrame({"recording_id": ["r", "r"], "batch_key": [next_morning, evening], "status": ["new", "old"]})
+    assert latest_rows(rows)["status"].to_list() == ["new"]
+    batches = BatchStore(tmp_path / "batches")
+    for made in (evening, next_morning):
+        batches.write(BatchManifest(made, "", ()))
+    assert batches.keys_between(datetime(2026, 11, 28, 22, tzinfo=timezone.utc), datetime(2026, 11, 29, 2, tzinfo=timezone.utc)) == [
+        evening, next_morning]
+    assert batches.keys_between(datetime(2026, 11, 28, 23, 0, 0, 500, tzinfo=timezone.utc), datetime(2026, 11, 29, 0, 59, tzinfo=timezone.utc)) == [
+        evening], "from the second of `first`, to `last`"
 
 
 def test_content_of_a_batch_that_gave_up_is_taken_again_and_any_other_stays_where_it_is(tmp_path):

@@ -157,7 +157,7 @@ def test_every_batch_step_shows_each_recording_with_its_file_reason_and_cost(pro
         first = transcribed[clip.path.name]["first_words"]
         assert first and processed["tables"]["transcripts"].filter(pl.col("recording_id") == ids[clip.path.name])["text"][0].startswith(first)
     (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "quarantine_share"]
-    quarantined = {record.data["file"]: record.data["reason"] for record in check.metadata["quarantined"].records}
+    quarantined = {record.data["file"]: record.data["reason"] for record in check.metadata["quarantined_recordings"].records}
     assert quarantined == {"notes.mp3": "undecodable", "empty.wav": "empty_file"}
     assert processed["batch"] in check.metadata["batch_page"].url
 

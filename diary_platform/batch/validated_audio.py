@@ -56,7 +56,7 @@ validated_audio_schema = schema_check(catalog.VALIDATED_AUDIO, schemas.VALIDATED
     partitions_def=batch_partitions,
     description=(
         f"At most {MAX_QUARANTINE_SHARE:.0%} of a batch quarantined; more means a person should look. Which "
-        "recordings and why: `quarantined` here, and the `per_recording` table of the batch's validated_audio "
+        "recordings and why: `quarantined_recordings` here, and the `per_recording` table of the batch's validated_audio "
         "materialization (`batch_page` links to it)."
     ),
 )
@@ -71,8 +71,9 @@ def quarantine_share(context: dg.AssetCheckExecutionContext, store: StoreResourc
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "share": round(share, 3),
-            "quarantined": metadata.table(quarantined.select("file", "user", "recording_id", "reason", "message")),
+            "quarantined": quarantined.height,
             "recordings": table.height,
+            "quarantined_recordings": metadata.table(quarantined.select("file", "user", "recording_id", "reason", "message")),
             "batch_page": dg.MetadataValue.url(f"/assets/{catalog.VALIDATED_AUDIO}?view=events&partition={quote(key)}"),
         },
     )

@@ -9,7 +9,7 @@ from datetime import date
 
 import polars as pl
 
-from diary_platform.domain.ingest.batches import batch_time
+from diary_platform.domain.ingest.batches import batch_order, batch_time
 from diary_platform.domain.store.layout import DataStore
 
 RAW_AUDIO = "raw_audio"
@@ -25,10 +25,11 @@ BATCH_TABLES = (RAW_AUDIO, VALIDATED_AUDIO, TRANSCRIPTS, DIARY_NOTES)
 
 
 def latest_rows(rows: pl.DataFrame) -> pl.DataFrame:
-    """Of rows from several batches, each recording's row from the newest batch (batch keys sort by time)."""
+    """Of rows from several batches, each recording's row from the newest batch."""
     if rows.is_empty():
         return rows
-    return rows.sort("batch_key").group_by("recording_id", maintain_order=True).last()
+    order = pl.col("batch_key").map_elements(batch_order, return_dtype=pl.Utf8)
+    return rows.sort(order).group_by("recording_id", maintain_order=True).last()
 
 
 class Catalog:
@@ -36,8 +37,9 @@ class Catalog:
         self.store = store
 
     def keys(self, name: str) -> list[str]:
-        """Partition keys with a stored table, sorted (batch keys sort by time)."""
-        return self.store.table_partitions(name)
+        """Partition keys with a stored table, sorted (batches by when they were made)."""
+        keys = self.store.table_partitions(name)
+        return sorted(keys, key=batch_order) if name in BATCH_TABLES else keys
 
     def has(self, name: str, key: str) -> bool:
         return self.store.has_table(name, key)

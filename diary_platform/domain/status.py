@@ -67,7 +67,7 @@ class BatchStatus:
 
 def recent_batches(catalog: Catalog, costs: Callable[[dict[str, pl.DataFrame]], pl.DataFrame], limit: int = 10) -> list[BatchStatus]:
     """The newest batches; `costs(tables)` prices a batch's recordings (costs.py: compute, models, storage)."""
-    keys = sorted(catalog.keys(RAW_AUDIO), reverse=True)
+    keys = catalog.keys(RAW_AUDIO)[::-1]
     batches = []
     for key in keys[:limit]:
         tables = {name: catalog.batch(name, key) for name in BATCH_TABLES if catalog.has(name, key)}

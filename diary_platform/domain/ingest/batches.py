@@ -6,6 +6,7 @@ whose partition, run or notes never came about is found from its manifest and re
 
 import fcntl
 import json
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -15,7 +16,11 @@ from pathlib import Path
 from diary_platform.domain.ingest.claims import Owner
 from diary_platform.domain.store.layout import write_text_atomic
 
-BATCH_KEY_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
+# A batch key reads `035016-20261129-d29243e7`: UTC time to the second first and the maker's random part
+# last, so that the UI's partition chips, which keep a key's two ends, show when and which; the day sits
+# in the middle. Keys made before this format (`20261129T035016Z-d29243e7`) are still read.
+_KEY = re.compile(r"^(?P<time>\d{6})-(?P<day>\d{8})-[0-9a-f]+$")
+_EARLIER_KEY = re.compile(r"^(?P<day>\d{8})T(?P<time>\d{6})Z-.+$")
 
 
 @dataclass(frozen=True)
@@ -62,13 +67,21 @@ class BatchManifest:
 
 
 def new_batch_key(now: datetime) -> str:
-    """Sortable by creation time, URL-safe, and unique to its maker (a random part: two makers in one second differ)."""
-    return f"{now.astimezone(timezone.utc).strftime(BATCH_KEY_TIME_FORMAT)}-{secrets.token_hex(4)}"
+    """Readable in the UI, URL-safe, and unique to its maker (a random part: two makers in one second differ)."""
+    return f"{now.astimezone(timezone.utc):%H%M%S-%Y%m%d}-{secrets.token_hex(4)}"
 
 
 def batch_time(key: str) -> datetime:
     """When a batch was made, from its key; ValueError for a key that no maker of batches wrote."""
-    return datetime.strptime(key.split("-", 1)[0], BATCH_KEY_TIME_FORMAT).replace(tzinfo=timezone.utc)
+    match = _KEY.match(key) or _EARLIER_KEY.match(key)
+    if match is None:
+        raise ValueError(f"{key!r} is not a batch key")
+    return datetime.strptime(match["day"] + match["time"], "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc)
+
+
+def batch_order(key: str) -> str:
+    """A string that sorts batch keys by when they were made (the key itself breaks ties)."""
+    return f"{batch_time(key):%Y%m%d%H%M%S}-{key}"
 
 
 class BatchStore:
@@ -146,10 +159,9 @@ class BatchStore:
         """Manifests made from `first` to `last` (inclusive), reading only those days' folders, oldest first."""
         if not self.root.exists():
             return []
-        first_day, last_day = (moment.astimezone(timezone.utc).strftime("%Y%m%d") for moment in (first, last))
-        low, high = first.strftime(BATCH_KEY_TIME_FORMAT), last.strftime(BATCH_KEY_TIME_FORMAT)
+        first, last = first.astimezone(timezone.utc).replace(microsecond=0), last.astimezone(timezone.utc)
         keys = []
         for day_dir in sorted(self.root.glob("[0-9]*/[0-9]*/[0-9]*")):
-            if first_day <= "".join(day_dir.relative_to(self.root).parts) <= last_day:
-                keys.extend(p.stem for p in day_dir.glob("*.json") if low <= p.stem.split("-", 1)[0] <= high)
-        return sorted(keys)
+            if f"{first:%Y%m%d}" <= "".join(day_dir.relative_to(self.root).parts) <= f"{last:%Y%m%d}":
+                keys.extend(p.stem for p in day_dir.glob("*.json") if first <= batch_time(p.stem) <= last)
+        return sorted(keys, key=batch_order)

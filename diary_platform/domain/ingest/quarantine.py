@@ -1,6 +1,6 @@
 """The quarantine: recordings whose latest attempt was rejected or whose batch gave up, and re-driving them.
 
-A recording's latest row (by batch key, which sorts by time) decides: once a re-drive succeeds, the
+A recording's latest row (from its newest batch) decides: once a re-drive succeeds, the
 recording leaves the quarantine. A batch that failed too often (recovery.py) puts all its recordings
 here as `gave_up`, with the last error, unless a later batch has them. Re-driving reads each original
 from content-addressed storage where it was stored (it was kept untouched), else from its upload.
@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from diary_platform.domain.catalog import RAW_AUDIO, VALIDATED_AUDIO, Catalog, latest_rows
-from diary_platform.domain.ingest.batches import BatchItem, BatchManifest, BatchStore
+from diary_platform.domain.ingest.batches import BatchItem, BatchManifest, BatchStore, batch_order
 from diary_platform.domain.ingest.landing import Intake
 from diary_platform.domain.schemas import REASONS, STATUS_QUARANTINED
 from diary_platform.domain.store.hashing import recording_id_for
@@ -107,7 +107,7 @@ def _given_up(catalog: Catalog, batches: BatchStore, latest: pl.DataFrame) -> li
         stored = _stored_originals(catalog, key)
         for item in batches.read(key).items:
             recording_id = recording_id_for(item.content_sha256)
-            if newest.get(recording_id, "") > key:
+            if recording_id in newest and batch_order(newest[recording_id]) > batch_order(key):
                 continue
             listed.append(
                 QuarantinedRecording(

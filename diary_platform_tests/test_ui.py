@@ -1,7 +1,10 @@
-"""The Dagster UI in a real browser: Debian's chromium, driven by Playwright, against a webserver started here.
+"""The Dagster UI in a real browser: Debian's chromium, driven by Playwright, against `dg dev` started here.
 
-It sees the lineage of every asset, launches one batch from the UI, waits for the run to succeed,
-and opens the note preview and the cost report. Screenshots go to test-artifacts/ui/.
+It sees the lineage of every asset, launches a batch with one bad file from the UI and waits for the
+run; finds the bad file's name, reason and the cost per recording in the batch's table; re-drives the
+quarantine from the Launchpad and sees the new batch processed; adds a partition by hand and sees its
+run fail once with the clear message; opens the note preview and the cost report. Screenshots go to
+test-artifacts/ui/.
 """
 
 import os
@@ -22,6 +25,8 @@ from diary_platform_tests.conftest import free_port, new_batch, unavailable
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts" / "ui"
 CHROMIUM = "/usr/bin/chromium"
+LOCATION = "diary_platform.definitions"
+HAND_MADE = "my-own-batch"
 ASSETS = ["raw_audio", "validated_audio", "transcripts", "diary_notes", "daily_digest", "cost_report"]
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -52,7 +57,9 @@ def webserver(tmp_path, clips):
         from diary_platform.settings import Settings
 
         settings = Settings()
-        manifest = new_batch(settings, [c.path for c in clips[:2]])
+        bad = tmp_path / "notes.mp3"
+        bad.write_text("this is a text file, not a recording\n" * 20)
+        manifest = new_batch(settings, [*(c.path for c in clips[:2]), bad])
         with dg.DagsterInstance.get() as instance:
             instance.add_dynamic_partitions("batches", [manifest.key])
         port = free_port()
@@ -68,7 +75,7 @@ def webserver(tmp_path, clips):
                 break
             except OSError:
                 time.sleep(1)
-        yield {"url": url, "batch": manifest.key, "settings": settings}
+        yield {"url": url, "batch": manifest.key, "settings": settings, "clip": clips[0].path.name}
         server.terminate()
         try:
             server.wait(timeout=30)
@@ -91,21 +98,29 @@ def _dismiss_welcome(page) -> None:
         pass
 
 
-def _wait_for_run(batch: str, timeout: float = 420) -> str:
-    """The id of the run the UI launched for `batch`, once it has succeeded (read from the instance)."""
+def _wait_for_run(tags: dict[str, str], status=dg.DagsterRunStatus.SUCCESS, timeout: float = 420, job_name=None) -> dg.DagsterRun:
+    """The newest run with these tags (of this job), once it has ended with `status` (read from the instance)."""
     deadline = time.monotonic() + timeout
     with dg.DagsterInstance.get() as instance:
         while time.monotonic() < deadline:
-            runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch}))
-            if runs and runs[0].status == dg.DagsterRunStatus.SUCCESS:
-                return runs[0].run_id
-            if runs and runs[0].status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
-                pytest.fail(f"the run launched from the UI ended {runs[0].status}")
+            runs = instance.get_runs(filters=dg.RunsFilter(tags=tags, job_name=job_name), limit=1)
+            if runs and runs[0].status == status:
+                return runs[0]
+            if runs and runs[0].status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+                pytest.fail(f"the run with tags {tags} ended {runs[0].status}, not {status}")
             time.sleep(2)
-    pytest.fail(f"no successful run for batch {batch} within {timeout:g} s")
+    pytest.fail(f"no run with tags {tags} ended {status} within {timeout:g} s")
 
 
-def test_the_ui_shows_lineage_runs_a_batch_and_shows_the_note_and_the_cost_report(webserver):
+def _step_failures(run_id: str) -> list[str]:
+    with dg.DagsterInstance.get() as instance:
+        return [
+            entry.dagster_event.step_failure_data.user_failure_data.description
+            for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+        ]
+
+
+def test_the_ui_runs_a_batch_explains_its_bad_file_redrives_it_refuses_a_hand_made_batch_and_shows_notes_and_costs(webserver):
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -132,11 +147,46 @@ def test_the_ui_shows_lineage_runs_a_batch_and_shows_the_note_and_the_cost_repor
         page.screenshot(path=str(ARTIFACTS / "launch.png"))
         page.get_by_role("button", name="Launch 1 run").click()
         expect(page.get_by_text("Launch runs to materialize 4 assets")).to_be_hidden()
-        run_id = _wait_for_run(batch)
+        run_id = _wait_for_run({"dagster/partition": batch}).run_id
 
         page.goto(f"{url}/runs/{run_id}")
         expect(page.get_by_text("Success", exact=True).first).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "run.png"))
+
+        page.goto(f"{url}/assets/validated_audio?view=events&partition={batch}")
+        expect(page.get_by_text("per_recording").first).to_be_visible()
+        for text in ("notes.mp3", "undecodable", "Not a readable audio file", "cost_usd", webserver["clip"]):
+            expect(page.get_by_text(text).first).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "per_recording.png"), full_page=True)
+
+        page.goto(f"{url}/locations/{LOCATION}/jobs/redrive_job/playground")
+        page.get_by_role("button", name="Launch Run").click()
+        redrive = _wait_for_run({}, job_name="redrive_job")
+        redriven = redrive.tags["diary/redriven_batch"]
+        processed = _wait_for_run({"dagster/partition": redriven, "diary/source": "redrive"})
+        page.goto(f"{url}/runs/{processed.run_id}")
+        expect(page.get_by_text("Success", exact=True).first).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "redrive_run.png"))
+        page.goto(f"{url}/assets/validated_audio?view=events&partition={redriven}")
+        expect(page.get_by_text("notes.mp3").first).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "redriven_batch.png"), full_page=True)
+
+        page.goto(f"{url}/assets/diary_notes?view=lineage&lineageScope=upstream&lineageDepth=4")
+        page.get_by_role("button", name="Materialize all…").click()
+        page.get_by_text("Select a partition or create one").click()
+        page.get_by_text("Add partition").click()
+        page.get_by_placeholder("name").fill(HAND_MADE)
+        page.get_by_role("button", name="Save").click()
+        page.screenshot(path=str(ARTIFACTS / "hand_made_partition.png"))
+        page.get_by_role("button", name="Launch 1 run").click()
+        failed = _wait_for_run({"dagster/partition": HAND_MADE}, status=dg.DagsterRunStatus.FAILURE)
+        assert [f for f in _step_failures(failed.run_id) if f] == [
+            f"there is no manifest for {HAND_MADE!r}: batches come from the landing sensor or `diary run`"]
+        page.goto(f"{url}/runs/{failed.run_id}")
+        expect(page.get_by_text("batches come from the landing sensor").first).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "hand_made_failed.png"))
+        with dg.DagsterInstance.get() as instance:
+            assert len(instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": HAND_MADE}))) == 1, "failed once, no retries"
 
         page.goto(f"{url}/assets/diary_notes?view=events&partition={batch}")
         expect(page.get_by_text("preview").first).to_be_visible()

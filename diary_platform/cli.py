@@ -237,8 +237,8 @@ def status(limit: int = typer.Option(10, help="How many recent batches.")) -> No
     pricing = build_resources(settings)["pricing"]
     batches = recent_batches(Catalog(store), lambda tables: pricing.costs(tables, store), limit)
     table = Table(title="Recent batches")
-    for column in ("batch", "recordings", "ok", "quarantined", "audio s", "speed", "cost $"):
-        table.add_column(column, justify="left" if column == "batch" else "right", no_wrap=column == "batch")
+    for column in ("batch", "recs", "ok", "quar", "audio s", "speed", "cost $"):  # fits 80 columns with whole keys
+        table.add_column(column, justify="left" if column == "batch" else "right", no_wrap=True)
     for b in batches:
         table.add_row(
             b.batch_key, str(b.recordings), str(b.by_status.get("ok", 0)), str(b.by_status.get("quarantined", 0)),

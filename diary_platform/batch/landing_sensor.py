@@ -8,6 +8,7 @@ from diary_platform.batch.recovery import batch_run_tags, recovery_for
 from diary_platform.domain import instruments
 from diary_platform.domain.ingest.claims import Owner
 from diary_platform.domain.ingest.landing import Intake, LandingCursor, LandingScanner
+from diary_platform.domain.ingest.recovery import SENSOR_ROLE
 from diary_platform.partitions import batch_partitions
 from diary_platform.resources import LandingFolder, StoreResource
 
@@ -22,7 +23,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, store: StoreResource, la
     telemetry.configure()
     now = datetime.now(timezone.utc)
     recovery = recovery_for(context.instance, store.batches)
-    intake = Intake(store.batches, store.claims, Owner.this_process("sensor"), lambda key: recovery.state(key, now))
+    intake = Intake(store.batches, store.claims, Owner.this_process(SENSOR_ROLE), lambda key: recovery.state(key, now))
     scanner = LandingScanner(landing.root, intake, landing.limits())
     with instruments.current().tracer.start_as_current_span("landing_sensor tick") as span:
         tick = scanner.tick(LandingCursor.from_json(context.cursor), now)

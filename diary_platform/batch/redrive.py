@@ -15,13 +15,11 @@ from diary_platform.batch.recovery import batch_run_tags, recovery_for
 from diary_platform.domain.ingest.claims import Owner
 from diary_platform.domain.ingest.landing import Intake
 from diary_platform.domain.ingest.quarantine import Selection, UnknownReason, list_quarantine, redrive_manifest
-from diary_platform.domain.ingest.recovery import HANDOVER_ROLES
+from diary_platform.domain.ingest.recovery import REDRIVE_JOB_ROLE
 from diary_platform.partitions import BATCHES
 from diary_platform.resources import StoreResource
 
 REDRIVEN_BATCH_TAG = "diary/redriven_batch"
-ROLE = "redrive_job"
-assert ROLE in HANDOVER_ROLES
 
 
 class RedriveConfig(dg.Config):
@@ -44,7 +42,7 @@ def redrive_quarantined(context: dg.OpExecutionContext, config: RedriveConfig, s
         return
     now = datetime.now(timezone.utc)
     recovery = recovery_for(context.instance, store.batches)
-    intake = Intake(store.batches, store.claims, Owner.this_process(ROLE), lambda key: recovery.state(key, now))
+    intake = Intake(store.batches, store.claims, Owner.this_process(REDRIVE_JOB_ROLE), lambda key: recovery.state(key, now))
     manifest = redrive_manifest(recordings, now, intake)
     context.instance.add_dynamic_partitions(BATCHES, [manifest.key])
     context.instance.add_run_tags(context.run_id, {REDRIVEN_BATCH_TAG: manifest.key})

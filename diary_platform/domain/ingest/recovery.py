@@ -20,7 +20,8 @@ from diary_platform.domain.ingest.claims import Owner
 
 # The lease of a process that hands a new batch over to Dagster (the landing sensor, the re-drive job) only
 # covers the moment between writing the manifest and Dagster taking the run request.
-HANDOVER_ROLES = frozenset({"sensor", "redrive_job"})
+SENSOR_ROLE, REDRIVE_JOB_ROLE = "sensor", "redrive_job"
+HANDOVER_ROLES = frozenset({SENSOR_ROLE, REDRIVE_JOB_ROLE})
 SENSOR_GRACE = timedelta(minutes=2)
 # A lease held by a process on another machine cannot be checked from here; it lapses after a run's longest time.
 FOREIGN_LEASE = timedelta(hours=6)

@@ -97,9 +97,29 @@ def test_fault_scenarios(fake, tmp_path, name, scripts, provider, expected):
     for (api, model), count in expected.items():
         assert attempts(fake, api, model) == count, (api, model, [r["behaviour"] for r in fake.log])
     assert note.attempts == len(fake.log)
+    assert note.latency_seconds < 60 and all(isinstance(step, str) and ":" in step for step in note.fallback_path)
     if provider != "local":
         assert note.input_tokens > 0 and note.output_tokens > 0 and note.cost_usd > 0
         assert note.citations and all(c["end"] > c["start"] for c in note.citations)
+
+
+def test_the_fallback_path_names_why_each_model_was_left(fake, tmp_path):
+    fake.script(OPENAI, GPT, "truncated")
+    fake.script(ANTHROPIC, CLAUDE, *["schema_break"] * 2)
+    note = router(fake, tmp_path, ollama=True).write(request())
+    assert note.fallback_path == [f"openai/{GPT}:truncated", f"anthropic/{CLAUDE}:invalid_output", f"ollama/{LLAMA}:ok"]
+    cloud_skipped = router(fake, tmp_path, ollama=True, local_only=True).write(request())
+    assert cloud_skipped.fallback_path == ["openai:skipped(local_only)", "anthropic:skipped(local_only)", f"ollama/{LLAMA}:ok"]
+
+
+def test_every_request_asks_for_the_note_schema(fake, tmp_path):
+    fake.script(OPENAI, GPT, "server_error", "server_error", "server_error")
+    router(fake, tmp_path).write(request())
+    openai_body, anthropic_body = fake.requests(OPENAI, GPT)[0]["body"], fake.requests(ANTHROPIC, CLAUDE)[0]["body"]
+    schema = openai_body["response_format"]["json_schema"]["schema"]
+    assert openai_body["response_format"]["type"] == "json_schema" and {"title", "summary", "people"} <= set(schema["properties"])
+    assert anthropic_body["tools"][0]["input_schema"] == schema
+    assert anthropic_body["max_tokens"] > 0 and openai_body.get("max_tokens", openai_body.get("max_completion_tokens")) > 0
 
 
 def test_the_fallback_order_is_the_configured_chain(fake, tmp_path):
@@ -173,6 +193,20 @@ def test_a_citation_of_a_segment_that_does_not_exist_is_sent_back_for_repair(fak
     assert all(0 <= s < len(SEGMENTS) for c in note.citations for s in c["segments"])
 
 
+def test_a_repair_continues_the_conversation_and_the_note_pays_for_every_call(fake, tmp_path):
+    from diary_platform.domain.notes.spend import call_cost, load_prices
+
+    fake.script(OPENAI, GPT, "malformed")
+    note = router(fake, tmp_path).write(request())
+    first, second = (r["body"]["messages"] for r in fake.requests(OPENAI, GPT))
+    assert second[: len(first)] == first, "the repair resends the conversation"
+    answer, correction = second[len(first):]
+    assert answer["role"] == "assistant" and "<<not json" in answer["content"]
+    assert correction["role"] == "user" and correction["content"].startswith("That answer was rejected:")
+    assert note.input_tokens == sum(len(json.dumps(r["body"])) // 4 for r in fake.log), "tokens of both calls"
+    assert note.cost_usd == pytest.approx(call_cost(load_prices(), GPT, note.input_tokens, note.output_tokens), abs=1e-6)
+
+
 def test_repeated_failures_open_the_breaker_then_it_is_skipped(fake, tmp_path):
     fake.script(OPENAI, GPT, *["server_error"] * 6)
     for _ in range(2):
@@ -191,10 +225,20 @@ def test_the_budget_stops_cloud_calls_and_the_note_says_so(fake, tmp_path):
     second = spend_once.write(request())
     assert [r["api"] for r in fake.log] == [OPENAI] and fake.log[0]["model"] == LLAMA
     assert second.provider == "ollama" and second.cost_usd == 0
-    assert any("budget" in remark.lower() for remark in second.remarks)
+    assert "Daily budget reached: cloud providers skipped, written by a free provider." in second.remarks
     assert "budget" in second.to_markdown(WHEN).lower()
     other_user = spend_once.write(request(user="bob"))
     assert other_user.provider == "openai"
+
+
+def test_a_budget_spent_to_the_cent_is_reached(fake, tmp_path):
+    from diary_platform.domain.notes.spend import DailySpend
+
+    assert router(fake, tmp_path, ollama=True).write(request()).provider == "openai"
+    spent = DailySpend(tmp_path / "state").spent("alice", WHEN.date())
+    assert spent > 0
+    assert router(fake, tmp_path, ollama=True, budget_usd_per_user_per_day=spent).write(request()).provider == "ollama"
+    assert router(fake, tmp_path, ollama=True, budget_usd_per_user_per_day=spent * 1.01).write(request()).provider == "openai"
 
 
 def test_local_only_never_calls_a_cloud_provider(fake, tmp_path):
@@ -294,13 +338,13 @@ def test_note_templates_are_data_chosen_per_user(fake, tmp_path):
 def test_the_note_deadline_bounds_the_whole_chain(fake, tmp_path):
     fake.script(OPENAI, GPT, *["stall"] * 3)
     started = datetime.now()
-    note = router(fake, tmp_path, note_deadline_seconds=1.5).write(request())
+    note = router(fake, tmp_path, note_deadline_seconds=1.5, call_timeout_seconds=2.0).write(request())
     elapsed = (datetime.now() - started).total_seconds()
     assert note.provider == "local"
     assert attempts(fake, ANTHROPIC, CLAUDE) == 0
     assert f"anthropic/{CLAUDE}:skipped(deadline)" in note.fallback_path
     assert attempts(fake, OPENAI, GPT) == 3
-    assert elapsed < 5, "each attempt's timeout is the deadline's share; only the SDK's backoff adds to it"
+    assert elapsed < 5, "each attempt's timeout is the deadline's share (0.5 s, not the 2 s call timeout); the SDK's backoff adds to it"
 
 
 def test_the_chunks_of_a_long_transcript_are_reduced_into_one_note():
@@ -330,13 +374,15 @@ def replace_draft(draft, **changes):
 
 def test_a_note_cites_the_time_span_of_the_segments_behind_each_item():
     draft = NoteDraft(title="T", summary="S", events=[Cited(text="Walked", segments=[1, 2])], people=[Cited(text="Anna", segments=[0])],
-                      places=[], todos=[Cited(text="Call", segments=[2])], mood=Mood(label="neutral", segments=[]))
+                      places=[Cited(text="Berlin", segments=[0])], todos=[Cited(text="Call", segments=[2])],
+                      mood=Mood(label="neutral", segments=[]))
     note = _note_from_draft(draft, "openai", GPT, SEGMENTS + [{"start": 6.0, "end": 9.5, "text": "More."}], "meeting")
-    assert (note.provider, note.model, note.template, note.events, note.people, note.todos) == (
-        "openai", GPT, "meeting", ["Walked"], ["Anna"], ["Call"])
+    assert (note.provider, note.model, note.template, note.events, note.people, note.places, note.todos) == (
+        "openai", GPT, "meeting", ["Walked"], ["Anna"], ["Berlin"], ["Call"])
     assert note.citations == [
         {"field": "events", "text": "Walked", "segments": [1, 2], "start": 3.0, "end": 9.5},
         {"field": "people", "text": "Anna", "segments": [0], "start": 0.0, "end": 3.0},
+        {"field": "places", "text": "Berlin", "segments": [0], "start": 0.0, "end": 3.0},
         {"field": "todos", "text": "Call", "segments": [2], "start": 6.0, "end": 9.5},
     ]
 

@@ -1,7 +1,7 @@
 """The daily digest: one entry per user and day, written through the router, again for late recordings."""
 
 import os
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 
@@ -79,20 +79,28 @@ def test_the_schedule_asks_for_yesterday_once_the_day_has_closed():
     assert request.partition_key == "2026-11-26" and request.job_name in (None, "daily_job")
 
 
-def test_todays_digest_and_costs_are_requested_when_a_batch_lands_and_not_again_until_the_next(settings, instance, clips):
+def test_todays_costs_follow_each_landed_batch_and_the_digest_at_most_every_quarter_hour(settings, instance, clips):
     definitions = build_definitions(settings)
-    today = datetime.now(timezone.utc).date().isoformat()
-    quiet = dg.evaluate_automation_conditions(defs=definitions, instance=instance)
+    now = datetime.now(timezone.utc)
+    quarter = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
+    if (quarter + timedelta(minutes=20)).date() != quarter.date():  # the evaluations stay within one day
+        quarter -= timedelta(minutes=30)
+    today = quarter.date().isoformat()
+
+    def evaluate(cursor, minutes):
+        return dg.evaluate_automation_conditions(
+            defs=definitions, instance=instance, cursor=cursor, evaluation_time=quarter + timedelta(minutes=minutes))
+
+    quiet = evaluate(None, 1)
     assert quiet.total_requested == 0, "nothing landed yet"
-
     process_files([clips[0].path], "alice", settings, instance)
-    landed = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=quiet.cursor)
-    for asset in ("daily_digest", "cost_report"):
-        assert landed.get_requested_partitions(dg.AssetKey(asset)) == {today}, asset
-    assert landed.total_requested == 2
-
-    again = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=landed.cursor)
-    assert again.total_requested == 0, "handled: not requested again until another batch lands"
+    landed = evaluate(quiet.cursor, 2)
+    assert landed.get_requested_partitions(dg.AssetKey("cost_report")) == {today}
+    assert landed.total_requested == 1, "the digest waits for the next quarter hour"
+    later = evaluate(landed.cursor, 16)
+    assert later.get_requested_partitions(dg.AssetKey("daily_digest")) == {today} and later.total_requested == 1
+    again = evaluate(later.cursor, 17)
+    assert again.total_requested == 0, "handled: nothing again until another batch lands"
     process_files([clips[1].path], "alice", settings, instance)
-    next_batch = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=again.cursor)
-    assert next_batch.total_requested == 2
+    next_batch = evaluate(again.cursor, 18)
+    assert next_batch.get_requested_partitions(dg.AssetKey("cost_report")) == {today} and next_batch.total_requested == 1

@@ -58,6 +58,18 @@ def test_known_inputs_give_the_expected_costs_per_recording_and_totals_per_user(
     assert gpu.filter(pl.col("user") == "ann")["compute_usd"][0] == pytest.approx(3 * 0.001 + 30 * 0.01), "decoding stays on CPU"
 
 
+def test_a_recording_processed_in_two_batches_pays_compute_twice_and_storage_once():
+    first, redriven = "090000-20261126-aaaaaaaa", "100000-20261126-bbbbbbbb"
+    validated = pl.DataFrame({"batch_key": [first, redriven], "recording_id": ["a1", "a1"], "user": ["ann", "ann"],
+                              "decode_seconds": [1.0, 2.0]})
+    costs = recording_costs({"validated_audio": validated}, {"a1": {"hot": 1024**3}}, PRICES, MODELS, gpu=False)
+    by_batch = {row["batch_key"]: row for row in costs.iter_rows(named=True)}
+    assert by_batch[first]["compute_usd"] == pytest.approx(0.001) and by_batch[redriven]["compute_usd"] == pytest.approx(0.002)
+    assert (by_batch[first]["storage_usd"], by_batch[redriven]["storage_usd"]) == (0.0, pytest.approx(3.0 / 30))
+    [ann] = build_report(costs).filter(pl.col("user") == "ann").rows(named=True)
+    assert ann["recordings"] == 2 and ann["total_usd"] == pytest.approx(0.003 + 0.1)
+
+
 def test_a_batch_that_has_only_been_ingested_has_rows_and_no_cost_yet():
     raw = pl.DataFrame({"recording_id": ["a1"], "user": ["ann"]})
     costs = recording_costs({"raw_audio": raw}, {}, PRICES, MODELS, gpu=False)

@@ -14,6 +14,7 @@ import polars as pl
 import yaml
 
 from diary_platform.domain.catalog import DIARY_NOTES, RAW_AUDIO, TRANSCRIPTS, VALIDATED_AUDIO
+from diary_platform.domain.ingest.batches import batch_order
 from diary_platform.domain.notes.spend import call_cost
 from diary_platform.domain.store.layout import DataStore
 
@@ -54,33 +55,40 @@ def recording_costs(
     name; `stored_bytes`: bytes per recording id, per tier."""
     empty = pl.DataFrame()
     validated, transcripts, notes = (tables.get(name, empty) for name in (VALIDATED_AUDIO, TRANSCRIPTS, DIARY_NOTES))
-    rows: dict[str, dict] = {}
+    rows: dict[tuple, dict] = {}  # by (batch, recording): a re-driven recording costs again in its new batch
     for frame in tables.values():
-        for row in frame.select("recording_id", "user").iter_rows(named=True) if frame.height else []:
-            rows.setdefault(row["recording_id"], {**_ZERO, **row})
+        for row in frame.iter_rows(named=True) if frame.height else []:
+            rows.setdefault(_key(row), {**_ZERO, "batch_key": row.get("batch_key"), "recording_id": row["recording_id"], "user": row["user"]})
     for row in validated.iter_rows(named=True) if validated.height else []:
         decoded = row.get("decode_seconds") or 0.0
-        rows[row["recording_id"]].update(compute_seconds=decoded, compute_usd=decoded * prices.cpu_usd_per_second)
+        rows[_key(row)].update(compute_seconds=decoded, compute_usd=decoded * prices.cpu_usd_per_second)
     transcribe_price = prices.gpu_usd_per_second if gpu else prices.cpu_usd_per_second
     for row in transcripts.iter_rows(named=True) if transcripts.height else []:
-        recording = rows[row["recording_id"]]
+        recording = rows[_key(row)]
         seconds = row.get("processing_seconds") or 0.0
         recording["audio_seconds"] = row.get("audio_seconds") or 0.0
         recording["compute_seconds"] += seconds
         recording["compute_usd"] += seconds * transcribe_price
     for row in notes.iter_rows(named=True) if notes.height else []:
         input_tokens, output_tokens = row.get("input_tokens") or 0, row.get("output_tokens") or 0
-        rows[row["recording_id"]].update(
+        rows[_key(row)].update(
             llm_input_tokens=input_tokens,
             llm_output_tokens=output_tokens,
             llm_usd=call_cost(model_prices, row.get("model") or "", input_tokens, output_tokens),
         )
-    for recording_id, recording in rows.items():
+    newest = {}  # a recording's files are stored once, whatever number of batches it went through: its newest row pays
+    for key in sorted(rows, key=lambda k: batch_order(k[0]) if k[0] else ""):
+        newest[key[1]] = key
+    for recording_id, key in newest.items():
         by_tier = stored_bytes.get(recording_id, {})
-        recording["storage_bytes"] = sum(by_tier.values())
-        recording["storage_usd"] = sum(size / GB * prices.storage_usd_per_gb_month[tier] / DAYS_PER_MONTH for tier, size in by_tier.items())
+        rows[key]["storage_bytes"] = sum(by_tier.values())
+        rows[key]["storage_usd"] = sum(size / GB * prices.storage_usd_per_gb_month[tier] / DAYS_PER_MONTH for tier, size in by_tier.items())
     costs = pl.DataFrame(list(rows.values()), schema=_RECORDING_SCHEMA) if rows else pl.DataFrame(schema=_RECORDING_SCHEMA)
     return costs.with_columns(total_usd=pl.col("compute_usd") + pl.col("llm_usd") + pl.col("storage_usd"))
+
+
+def _key(row: dict) -> tuple:
+    return row.get("batch_key"), row["recording_id"]
 
 
 def stored_bytes(tables: dict[str, pl.DataFrame], store: DataStore) -> dict[str, dict[str, int]]:
@@ -117,6 +125,7 @@ URI_COLUMNS = {
     DIARY_NOTES: ["note_uri"],
 }
 _RECORDING_SCHEMA = {
+    "batch_key": pl.Utf8,
     "recording_id": pl.Utf8,
     "user": pl.Utf8,
     "audio_seconds": pl.Float64,
@@ -128,5 +137,5 @@ _RECORDING_SCHEMA = {
     "storage_bytes": pl.Int64,
     "storage_usd": pl.Float64,
 }
-_ZERO = {name: 0 if dtype == pl.Int64 else 0.0 for name, dtype in _RECORDING_SCHEMA.items() if name not in ("recording_id", "user")}
+_ZERO = {name: 0 if dtype == pl.Int64 else 0.0 for name, dtype in _RECORDING_SCHEMA.items() if dtype != pl.Utf8}
 _SUMMED = [*_ZERO, "total_usd"]

@@ -108,6 +108,11 @@ def test_the_fallback_path_names_why_each_model_was_left(fake, tmp_path):
     fake.script(ANTHROPIC, CLAUDE, *["schema_break"] * 2)
     note = router(fake, tmp_path, ollama=True).write(request())
     assert note.fallback_path == [f"openai/{GPT}:truncated", f"anthropic/{CLAUDE}:invalid_output", f"ollama/{LLAMA}:ok"]
+    fake.script(OPENAI, GPT, "truncated")
+    fake.script(OPENAI, GPT_NEXT, *["schema_break"] * 2)
+    same_provider = router(fake, tmp_path, openai_models=(GPT, GPT_NEXT, "gpt-4.1")).write(request())
+    assert same_provider.fallback_path == [f"openai/{GPT}:truncated", f"openai/{GPT_NEXT}:invalid_output", "openai/gpt-4.1:ok"], (
+        "bad output moves on to the provider's next model")
     cloud_skipped = router(fake, tmp_path, ollama=True, local_only=True).write(request())
     assert cloud_skipped.fallback_path == ["openai:skipped(local_only)", "anthropic:skipped(local_only)", f"ollama/{LLAMA}:ok"]
 
@@ -226,6 +231,7 @@ def test_the_budget_stops_cloud_calls_and_the_note_says_so(fake, tmp_path):
     assert [r["api"] for r in fake.log] == [OPENAI] and fake.log[0]["model"] == LLAMA
     assert second.provider == "ollama" and second.cost_usd == 0
     assert "Daily budget reached: cloud providers skipped, written by a free provider." in second.remarks
+    assert second.fallback_path[:2] == ["openai:skipped(budget)", "anthropic:skipped(budget)"]
     assert "budget" in second.to_markdown(WHEN).lower()
     other_user = spend_once.write(request(user="bob"))
     assert other_user.provider == "openai"

@@ -112,6 +112,19 @@ def _wait_for_run(tags: dict[str, str], status=dg.DagsterRunStatus.SUCCESS, time
     pytest.fail(f"no run with tags {tags} ended {status} within {timeout:g} s")
 
 
+def _has_partition(key: str) -> bool:
+    with dg.DagsterInstance.get() as instance:
+        return instance.has_dynamic_partition("batches", key)
+
+
+def _wait_for(condition, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not there after {timeout:g} s")
+        time.sleep(1)
+
+
 def _step_failures(run_id: str) -> list[str]:
     with dg.DagsterInstance.get() as instance:
         return [
@@ -171,13 +184,21 @@ def test_the_ui_runs_a_batch_explains_its_bad_file_redrives_it_refuses_a_hand_ma
         expect(page.get_by_text("notes.mp3").first).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "redriven_batch.png"), full_page=True)
 
-        page.goto(f"{url}/assets/diary_notes?view=lineage&lineageScope=upstream&lineageDepth=4")
+        lineage = f"{url}/assets/diary_notes?view=lineage&lineageScope=upstream&lineageDepth=4"
+        page.goto(lineage)
         page.get_by_role("button", name="Materialize all…").click()
         page.get_by_text("Select a partition or create one").click()
         page.get_by_text("Add partition").click()
         page.get_by_placeholder("name").fill(HAND_MADE)
         page.get_by_role("button", name="Save").click()
+        expect(page.get_by_text("Add a partition for")).to_be_hidden()
+        _wait_for(lambda: _has_partition(HAND_MADE), "the partition added in the UI")
         page.screenshot(path=str(ARTIFACTS / "hand_made_partition.png"))
+        page.goto(lineage)  # a fresh dialog: select the new partition as any other
+        page.get_by_role("button", name="Materialize all…").click()
+        page.get_by_text("Select a partition or create one").click()
+        page.keyboard.type(HAND_MADE)
+        page.get_by_text("Select all (1)", exact=True).click()
         page.get_by_role("button", name="Launch 1 run").click()
         failed = _wait_for_run({"dagster/partition": HAND_MADE}, status=dg.DagsterRunStatus.FAILURE)
         assert [f for f in _step_failures(failed.run_id) if f] == [

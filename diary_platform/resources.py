@@ -103,6 +103,7 @@ class WhisperTranscriber(dg.ConfigurableResource):
     language: str | None
     word_timestamps: bool
     hallucination_silence_threshold: float | None
+    window_seconds: float
     cpu_threads: int
 
     def transcriber(self) -> Transcriber:

@@ -80,6 +80,7 @@ VARIABLES: dict[str, tuple[tuple[str, ...], Callable[[str], Any] | None]] = {
     "DIARY_VAD": (("transcriber", "vad_filter"), None),
     "DIARY_LANGUAGE": (("transcriber", "language"), _language),
     "DIARY_WORD_TIMESTAMPS": (("transcriber", "word_timestamps"), None),
+    "DIARY_TRANSCRIBE_WINDOW_SECONDS": (("transcriber", "window_seconds"), None),
     "DIARY_HALLUCINATION_SILENCE_THRESHOLD": (("transcriber", "hallucination_silence_threshold"), None),
     "DIARY_CPU_THREADS": (("transcriber", "cpu_threads"), None),
     "DIARY_GUARD_COMPRESSION_RATIO": (("guards", "compression_ratio_threshold"), None),

@@ -16,7 +16,7 @@ import pandera.polars as pa
 import polars as pl
 
 from diary_platform.domain import instruments
-from diary_platform.domain.audio.decode import AudioRejected, read_wav
+from diary_platform.domain.audio.decode import AudioRejected
 from diary_platform.domain.audio.sandbox import DecodeResult, SandboxPool
 from diary_platform.domain.ingest.batches import BatchManifest
 from diary_platform.domain.instruments import recording_attributes
@@ -184,7 +184,7 @@ def transcribe(validated: pl.DataFrame, transcriber: Transcriber, guards: GuardC
             result = Transcript("", "", 0.0, [], row["duration_seconds"], 0.0)
         else:
             with store.objects.local_file(store.objects.key(row["normalised_uri"])) as wav:
-                result = transcriber.transcribe(read_wav(wav))
+                result = transcriber.transcribe_file(wav)
         instruments.current_span().set_attributes(
             {"diary.audio_seconds": result.audio_seconds, "diary.model": model, "diary.processing_seconds": result.processing_seconds}
         )

@@ -1,15 +1,28 @@
-"""Speech to text with faster-whisper: one model per process, loaded on first use, reused for every file."""
+"""Speech to text with faster-whisper: one model per process, loaded on first use, reused for every file.
+
+A recording longer than `window_seconds` is transcribed a window at a time, read from the normalised WAV
+and cut at its quietest moment near each window's end, so memory stays the same whatever its length
+(faster-whisper computes the features of all the audio it is given at once); the text of each window
+is the prompt of the next, as Whisper's own windows condition on the previous text.
+"""
 
 import hashlib
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+import wave
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 BUNDLED_MODEL = "bundled"
+SAMPLE_RATE = 16_000
+# Where a window is cut: the quietest 20 ms in its last CUT_SEARCH_SECONDS.
+CUT_SEARCH_SECONDS = 20.0
+CUT_FRAME_SAMPLES = 320
+PROMPT_WORDS = 40
 
 
 @dataclass(frozen=True)
@@ -26,6 +39,7 @@ class TranscriberConfig:
     language: str | None = "en"
     word_timestamps: bool = False
     hallucination_silence_threshold: float | None = None
+    window_seconds: float = 300.0
     cpu_threads: int = 0
 
 
@@ -82,6 +96,7 @@ def code_version(config: TranscriberConfig, guards: object = None) -> str:
         f"lang-{config.language or 'auto'}",
         f"words{int(config.word_timestamps)}",
         f"hallucination-silence-{config.hallucination_silence_threshold}",
+        f"window{config.window_seconds:g}",
     ]
     if guards is not None:
         parts.append(f"guards-{sorted(vars(guards).items())}")
@@ -127,7 +142,42 @@ class Transcriber:
                 self._pipeline = model
         return self._pipeline
 
-    def transcribe(self, audio: np.ndarray) -> Transcript:
+    def transcribe_file(self, wav_path: Path) -> Transcript:
+        """A normalised WAV (16 kHz mono 16-bit): whole when it fits one window, else window by window."""
+        window = int(self.config.window_seconds * SAMPLE_RATE)
+        with wave.open(str(wav_path), "rb") as wav:
+            if wav.getframerate() != SAMPLE_RATE or wav.getnchannels() != 1 or wav.getsampwidth() != 2:
+                raise ValueError(f"{wav_path} is not 16 kHz mono 16-bit PCM")
+            if wav.getnframes() <= window:
+                return self.transcribe(_as_float(wav.readframes(wav.getnframes())))
+            return self._transcribe_windows(_windows(wav, window, int(CUT_SEARCH_SECONDS * SAMPLE_RATE)))
+
+    def _transcribe_windows(self, windows: Iterator[tuple[int, np.ndarray]]) -> Transcript:
+        started = time.perf_counter()
+        segments: list[Segment] = []
+        first: Transcript | None = None
+        samples = 0
+        for offset, audio in windows:
+            prompt = " ".join(" ".join(s.text for s in segments).split()[-PROMPT_WORDS:]) or None
+            part = self.transcribe(audio, initial_prompt=prompt)
+            first = first or part
+            shift = offset / SAMPLE_RATE
+            segments += [
+                replace(s, start=round(s.start + shift, 3), end=round(s.end + shift, 3),
+                        words=[{**w, "start": w["start"] + shift, "end": w["end"] + shift} for w in s.words])
+                for s in part.segments
+            ]
+            samples = offset + len(audio)
+        return Transcript(
+            text=" ".join(s.text for s in segments if s.text).strip(),
+            language=first.language if first else "",
+            language_probability=first.language_probability if first else 0.0,
+            segments=segments,
+            audio_seconds=samples / SAMPLE_RATE,
+            processing_seconds=time.perf_counter() - started,
+        )
+
+    def transcribe(self, audio: np.ndarray, initial_prompt: str | None = None) -> Transcript:
         engine = self._engine()
         started = time.perf_counter()
         options = dict(
@@ -136,6 +186,8 @@ class Transcriber:
             vad_filter=self.config.vad_filter,
             word_timestamps=self.config.word_timestamps,
         )
+        if initial_prompt:
+            options["initial_prompt"] = initial_prompt
         if self.config.batched:
             options["batch_size"] = self.config.batch_size
         elif self.config.word_timestamps and self.config.hallucination_silence_threshold is not None:
@@ -162,3 +214,35 @@ class Transcriber:
             processing_seconds=time.perf_counter() - started,
         )
 
+
+
+def _as_float(frames: bytes) -> np.ndarray:
+    return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def _windows(wav: wave.Wave_read, window: int, search: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(offset in samples, audio) of consecutive windows of about `window` samples, each cut at the quietest
+    20 ms frame of its last `search` samples; only one window and the carry-over are held at a time."""
+    carry = np.zeros(0, dtype=np.float32)
+    offset = 0
+    while True:
+        fresh = _as_float(wav.readframes(window - len(carry)))
+        audio = np.concatenate([carry, fresh]) if len(carry) else fresh
+        if len(audio) < window:  # the last window: all that is left
+            if len(audio):
+                yield offset, audio
+            return
+        cut = _quietest_cut(audio, search)
+        yield offset, audio[:cut]
+        carry = audio[cut:].copy()
+        offset += cut
+
+
+def _quietest_cut(audio: np.ndarray, search: int) -> int:
+    """The start of the quietest 20 ms frame in the last `search` samples of `audio`."""
+    start = max(0, len(audio) - search)
+    tail = audio[start : start + (len(audio) - start) // CUT_FRAME_SAMPLES * CUT_FRAME_SAMPLES]
+    if not len(tail):
+        return len(audio)
+    energy = np.square(tail.reshape(-1, CUT_FRAME_SAMPLES)).mean(axis=1)
+    return start + int(np.argmin(energy)) * CUT_FRAME_SAMPLES or len(audio)

@@ -2,8 +2,9 @@
 
 A recording longer than `window_seconds` is transcribed a window at a time, read from the normalised WAV
 and cut at its quietest moment near each window's end, so memory stays the same whatever its length
-(faster-whisper computes the features of all the audio it is given at once); the text of each window
-is the prompt of the next, as Whisper's own windows condition on the previous text.
+(faster-whisper computes the features of all the audio it is given at once). Each window starts afresh:
+on the long-audio benchmark, prompting a window with the previous window's text made the transcript
+worse (Whisper conditioned on earlier text skips what sounds like a repeat).
 """
 
 import hashlib
@@ -22,7 +23,6 @@ SAMPLE_RATE = 16_000
 # Where a window is cut: the quietest 20 ms in its last CUT_SEARCH_SECONDS.
 CUT_SEARCH_SECONDS = 20.0
 CUT_FRAME_SAMPLES = 320
-PROMPT_WORDS = 40
 
 
 @dataclass(frozen=True)
@@ -158,8 +158,7 @@ class Transcriber:
         first: Transcript | None = None
         samples = 0
         for offset, audio in windows:
-            prompt = " ".join(" ".join(s.text for s in segments).split()[-PROMPT_WORDS:]) or None
-            part = self.transcribe(audio, initial_prompt=prompt)
+            part = self.transcribe(audio)
             first = first or part
             shift = offset / SAMPLE_RATE
             segments += [
@@ -177,7 +176,7 @@ class Transcriber:
             processing_seconds=time.perf_counter() - started,
         )
 
-    def transcribe(self, audio: np.ndarray, initial_prompt: str | None = None) -> Transcript:
+    def transcribe(self, audio: np.ndarray) -> Transcript:
         engine = self._engine()
         started = time.perf_counter()
         options = dict(
@@ -186,8 +185,6 @@ class Transcriber:
             vad_filter=self.config.vad_filter,
             word_timestamps=self.config.word_timestamps,
         )
-        if initial_prompt:
-            options["initial_prompt"] = initial_prompt
         if self.config.batched:
             options["batch_size"] = self.config.batch_size
         elif self.config.word_timestamps and self.config.hallucination_silence_threshold is not None:

@@ -165,9 +165,13 @@ def _stream_pcm(container, stream, wav, max_seconds: float, on_pcm) -> tuple[int
             return decoded, decode_error
 
 
+def pcm16_to_float(frames: bytes) -> np.ndarray:
+    """16-bit little-endian PCM as the float32 samples faster-whisper takes."""
+    return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
+
+
 def read_wav(path: Path) -> np.ndarray:
     with wave.open(str(path), "rb") as wav:
         if wav.getframerate() != SAMPLE_RATE or wav.getnchannels() != 1 or wav.getsampwidth() != 2:
             raise ValueError(f"{path} is not 16 kHz mono 16-bit PCM")
-        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
-    return pcm.astype(np.float32) / 32768.0
+        return pcm16_to_float(wav.readframes(wav.getnframes()))

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from diary_platform.domain.audio.decode import pcm16_to_float
+
 BUNDLED_MODEL = "bundled"
 SAMPLE_RATE = 16_000
 # Where a window is cut: the quietest 20 ms in its last CUT_SEARCH_SECONDS.
@@ -149,7 +151,7 @@ class Transcriber:
             if wav.getframerate() != SAMPLE_RATE or wav.getnchannels() != 1 or wav.getsampwidth() != 2:
                 raise ValueError(f"{wav_path} is not 16 kHz mono 16-bit PCM")
             if wav.getnframes() <= window:
-                return self.transcribe(_as_float(wav.readframes(wav.getnframes())))
+                return self.transcribe(pcm16_to_float(wav.readframes(wav.getnframes())))
             return self._transcribe_windows(_windows(wav, window, int(CUT_SEARCH_SECONDS * SAMPLE_RATE)))
 
     def _transcribe_windows(self, windows: Iterator[tuple[int, np.ndarray]]) -> Transcript:
@@ -213,17 +215,13 @@ class Transcriber:
 
 
 
-def _as_float(frames: bytes) -> np.ndarray:
-    return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
-
-
 def _windows(wav: wave.Wave_read, window: int, search: int) -> Iterator[tuple[int, np.ndarray]]:
     """(offset in samples, audio) of consecutive windows of about `window` samples, each cut at the quietest
     20 ms frame of its last `search` samples; only one window and the carry-over are held at a time."""
     carry = np.zeros(0, dtype=np.float32)
     offset = 0
     while True:
-        fresh = _as_float(wav.readframes(window - len(carry)))
+        fresh = pcm16_to_float(wav.readframes(window - len(carry)))
         audio = np.concatenate([carry, fresh]) if len(carry) else fresh
         if len(audio) < window:  # the last window: all that is left
             if len(audio):

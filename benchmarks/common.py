@@ -25,35 +25,50 @@ def corpus(name: str) -> list[Reference]:
     return read_manifest(REPO / "diary_platform_tests" / "data" / "manifest.jsonl")
 
 
-def raw_transcribe(files: list[Path], config: transcription.TranscriberConfig) -> tuple[list[str], float]:
-    """Plain faster-whisper: load the model once, transcribe each file in turn. Returns texts and wall seconds."""
+def raw_model(config: transcription.TranscriberConfig):
     from faster_whisper import WhisperModel
 
-    started = time.perf_counter()
     location, _ = transcription.resolve_model(config.model)
-    model = WhisperModel(location, device=config.device, compute_type=config.compute_type, cpu_threads=config.cpu_threads)
+    return WhisperModel(location, device=config.device, compute_type=config.compute_type, cpu_threads=config.cpu_threads)
+
+
+def raw_transcribe(
+    files: list[Path], config: transcription.TranscriberConfig, model=None, batch_size: int = 0
+) -> tuple[list[str], float]:
+    """Plain faster-whisper, each file in turn (decoding included), with faster-whisper's own VAD; the way
+    transcription servers do it. `batch_size` > 0: its batched pipeline per file. Without `model`, loading
+    it is timed too. Returns texts and wall seconds."""
+    from faster_whisper import BatchedInferencePipeline
+
+    started = time.perf_counter()
+    model = model or raw_model(config)
+    engine = BatchedInferencePipeline(model) if batch_size else model
+    options = {"batch_size": batch_size} if batch_size else {}
     texts = []
     for path in files:
-        segments, _ = model.transcribe(
-            str(path), language=config.language, beam_size=config.beam_size, vad_filter=config.vad_filter
+        segments, _ = engine.transcribe(
+            str(path), language=config.language, beam_size=config.beam_size, vad_filter=config.vad_filter, **options
         )
         texts.append(" ".join(s.text.strip() for s in segments).strip())
     return texts, time.perf_counter() - started
 
 
-def platform_transcribe(files: list[Path], instance) -> tuple[list[str], float, float]:
+def platform_transcribe(files: list[Path], instance, warm: bool = False, **transcriber) -> tuple[list[str], float, float]:
     """One batch through the whole asset graph in this process, on a fresh data folder.
 
     `instance` is a Dagster instance that already exists (as a deployment's does), so its one-off
-    set-up is not counted. The model is not cached from an earlier round: the platform loads its own.
+    set-up is not counted. Unless `warm`, the model is not cached from an earlier round: the platform
+    loads its own. `transcriber` overrides the configured transcription settings.
     Returns texts (in file order), wall seconds and audio seconds.
     """
     from diary_platform.runner import process_files
     from diary_platform.settings import Settings
 
-    transcription._models.clear()
+    if not warm:
+        transcription._models.clear()
     with tempfile.TemporaryDirectory() as root:
-        settings = Settings(data_dir=Path(root) / "data", batch_limits={"max_files": len(files)})
+        overrides = {"transcriber": transcriber} if transcriber else {}
+        settings = Settings(data_dir=Path(root) / "data", batch_limits={"max_files": len(files)}, **overrides)
         report = process_files(files, "bench", settings, instance)
     by_file = {Path(r.file).resolve(): r for r in report.results}
     texts = [by_file[path.resolve()].transcript or "" for path in files]

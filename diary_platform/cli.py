@@ -128,7 +128,7 @@ def recover(
     _print_report(_until_stopped(lambda: recover_batches(settings, instance, since), instance), as_json)
 
 
-ORIGIN_WORDS = {"known": "already ingested", "elsewhere": "being processed by another process", "skipped": "skipped"}
+ORIGIN_WORDS = {"known": "already ingested", "retranscribed": "transcribed again", "elsewhere": "being processed by another process", "skipped": "skipped"}
 
 
 def _print_report(report, as_json: bool) -> None:
@@ -254,6 +254,27 @@ def status(limit: int = typer.Option(10, help="How many recent batches.")) -> No
         f"{sum(b.by_status.get('quarantined', 0) for b in batches)} quarantined · audio {audio:.1f} s · "
         f"{speed} · cost so far ${sum(b.cost_usd for b in batches):.6f}"
     )
+
+
+@app.command()
+def stale(
+    rerun: bool = typer.Option(False, "--rerun", help="Transcribe them again (transcripts and notes only)."),
+    as_json: bool = typer.Option(False, "--json", help="With --rerun: one JSON object per recording."),
+) -> None:
+    """Batches whose transcripts the transcription policy (DIARY_TRANSCRIPTION_POLICY) now routes to other
+    settings, and how many recordings in each; --rerun transcribes exactly those again."""
+    from diary_platform.domain.catalog import TRANSCRIPTS, Catalog
+    from diary_platform.domain.speech.policy import stale_batches
+    from diary_platform.resources import open_store
+    from diary_platform.runner import dagster_instance, retranscribe
+
+    settings = Settings()
+    batches = stale_batches(settings.policy(), Catalog(open_store(settings)).every_batch(TRANSCRIPTS))
+    for key, count in batches.items():
+        console.print(f"{key}  {count} recording(s) transcribed under other settings")
+    console.print(f"{len(batches)} stale batch(es)")
+    if rerun and batches:
+        _print_report(retranscribe(settings, dagster_instance(settings), list(batches)), as_json)
 
 
 @app.command("instance-setup")

@@ -31,7 +31,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "store": store,
         "io_manager": ParquetIOManager(store=store),
         "decode_limits": DecodeLimits(**asdict(settings.decode_limits)),
-        "whisper": WhisperTranscriber(**asdict(settings.transcriber)),
+        "whisper": WhisperTranscriber(**asdict(settings.transcriber), policy_file=_text(settings.transcription_policy)),
         "guards": TranscriptGuards(**asdict(settings.guards)),
         "note_writer": NoteWriterResource(
             llm_config=_text(settings.llm_config), local_only=settings.local_only, state_dir=str(settings.data_dir / "state")

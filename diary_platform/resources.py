@@ -24,7 +24,8 @@ from diary_platform.domain.notes.llm_config import load_router_config
 from diary_platform.domain.notes.router import NoteRouter
 from diary_platform.domain.notes.spend import load_prices
 from diary_platform.domain.speech.guards import GuardConfig
-from diary_platform.domain.speech.transcription import Transcriber, TranscriberConfig
+from diary_platform.domain.speech.policy import TranscriptionPolicy, load_policy
+from diary_platform.domain.speech.transcription import TranscriberConfig
 from diary_platform.domain.store.layout import DataStore
 from diary_platform.domain.store.objects import open_objects
 from diary_platform.settings import Settings
@@ -91,7 +92,8 @@ class TranscriptGuards(dg.ConfigurableResource):
 
 
 class WhisperTranscriber(dg.ConfigurableResource):
-    """faster-whisper settings; the model itself is loaded once per process and shared by all steps there."""
+    """faster-whisper settings and the transcription policy; each model is loaded once per process and
+    shared by all steps there."""
 
     model: str
     device: str
@@ -104,10 +106,15 @@ class WhisperTranscriber(dg.ConfigurableResource):
     word_timestamps: bool
     hallucination_silence_threshold: float | None
     window_seconds: float
+    packing: str
     cpu_threads: int
+    policy_file: str | None = None
 
-    def transcriber(self) -> Transcriber:
-        return Transcriber(TranscriberConfig(**self.model_dump()))
+    def policy(self) -> TranscriptionPolicy:
+        """The configured settings, with the rules of the transcription policy file on top."""
+        settings = self.model_dump()
+        policy_file = settings.pop("policy_file")
+        return load_policy(Path(policy_file) if policy_file else None, TranscriberConfig(**settings))
 
 
 class NoteWriterResource(dg.ConfigurableResource):

@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlparse
 
 import dagster as dg
 
-from diary_platform.batch import PROCESS_BATCH
+from diary_platform.batch import PROCESS_BATCH, RETRANSCRIBE
 from diary_platform.batch.recovery import batch_run_tags, process_tags, recovery_for
 from diary_platform.definitions import build_definitions
 from diary_platform.domain import catalog
@@ -47,7 +47,7 @@ telemetry:
 
 # How each recording came to this report: taken now, resumed after a crash, done before, being processed
 # by another process, or not taken (the reason is in `reason`).
-NEW, RESUMED, KNOWN, ELSEWHERE, SKIPPED = "new", "resumed", "known", "elsewhere", "skipped"
+NEW, RESUMED, KNOWN, ELSEWHERE, SKIPPED, RETRANSCRIBED = "new", "resumed", "known", "elsewhere", "skipped", "retranscribed"
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def _result(store: DataStore, file: Path, batch_key: str, tables: dict, origin: 
         status=status,
         reason=last.get("reason"),
         message=last.get("message"),
-        new=origin in (NEW, RESUMED),
+        new=origin in (NEW, RESUMED, RETRANSCRIBED),
         origin=origin,
         warnings=list(validated.get("warnings") or []),
         audio_seconds=float(validated.get("duration_seconds") or 0.0) if origin in (NEW, RESUMED) else 0.0,
@@ -222,6 +222,19 @@ def redrive(settings: Settings, instance: dg.DagsterInstance, selection: Selecti
         return RunReport([], time.perf_counter() - started)
     manifest = redrive_manifest(recordings, datetime.now(timezone.utc), runner.intake)
     return RunReport(runner.run(manifest), time.perf_counter() - started)
+
+
+def retranscribe(settings: Settings, instance: dg.DagsterInstance, keys: list[str]) -> RunReport:
+    """Transcripts and notes of these batches again under the current policy (`diary stale --rerun`)."""
+    started = time.perf_counter()
+    runner = BatchRunner(settings, instance, source="retranscribe")
+    job = build_definitions(settings).resolve_job_def(RETRANSCRIBE)
+    results = []
+    for key in keys:
+        manifest = runner.batches.read(key)
+        job.execute_in_process(partition_key=key, instance=instance, run_config=QUIET, tags={**batch_run_tags("retranscribe", manifest), **process_tags(runner.owner)})
+        results += runner.results_of(manifest, RETRANSCRIBED)
+    return RunReport(results, time.perf_counter() - started)
 
 
 def recover(settings: Settings, instance: dg.DagsterInstance, since: datetime) -> RunReport:

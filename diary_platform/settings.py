@@ -18,6 +18,7 @@ from diary_platform.domain.audio.sandbox import SandboxLimits
 from diary_platform.domain.ingest.landing import BatchLimits
 from diary_platform.domain.notes.llm_config import load_router_config
 from diary_platform.domain.speech.guards import GuardConfig
+from diary_platform.domain.speech.policy import TranscriptionPolicy, load_policy
 from diary_platform.domain.speech.transcription import GPU_DEFAULTS, TranscriberConfig
 from diary_platform.domain.store.tiering import TieringPolicy
 
@@ -81,6 +82,8 @@ VARIABLES: dict[str, tuple[tuple[str, ...], Callable[[str], Any] | None]] = {
     "DIARY_LANGUAGE": (("transcriber", "language"), _language),
     "DIARY_WORD_TIMESTAMPS": (("transcriber", "word_timestamps"), None),
     "DIARY_TRANSCRIBE_WINDOW_SECONDS": (("transcriber", "window_seconds"), None),
+    "DIARY_PACKING": (("transcriber", "packing"), None),
+    "DIARY_TRANSCRIPTION_POLICY": (("transcription_policy",), None),
     "DIARY_HALLUCINATION_SILENCE_THRESHOLD": (("transcriber", "hallucination_silence_threshold"), None),
     "DIARY_CPU_THREADS": (("transcriber", "cpu_threads"), None),
     "DIARY_GUARD_COMPRESSION_RATIO": (("guards", "compression_ratio_threshold"), None),
@@ -140,6 +143,7 @@ class Settings(BaseSettings):
     batch_limits: BatchLimits = BatchLimits()
     transcriber: TranscriberConfig = TranscriberConfig()
     guards: GuardConfig = GuardConfig()
+    transcription_policy: Path | None = None
     llm_config: Path | None = None
     local_only: bool = False
     platform_prices_file: Path | None = None
@@ -154,6 +158,16 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
         return (init_settings, _Variables(settings_cls))
+
+    @field_validator("transcription_policy")
+    @classmethod
+    def _policy_is_usable(cls, path: Path | None) -> Path | None:
+        """Like the LLM configuration: a bad policy file stops the definitions from loading."""
+        load_policy(path, TranscriberConfig())
+        return path
+
+    def policy(self) -> TranscriptionPolicy:
+        return load_policy(self.transcription_policy, self.transcriber)
 
     @field_validator("llm_config")
     @classmethod

@@ -5,7 +5,7 @@ import dagster as dg
 
 from diary_platform.batch.diary_notes import diary_notes_asset, diary_notes_schema
 from diary_platform.batch.landing_sensor import landing_sensor
-from diary_platform.batch.process_batch import PROCESS_BATCH, process_batch
+from diary_platform.batch.process_batch import PROCESS_BATCH, RETRANSCRIBE, process_batch, retranscribe
 from diary_platform.batch.raw_audio import raw_audio_asset, raw_audio_schema
 from diary_platform.batch.recovery import recovery_sensor
 from diary_platform.batch.redrive import redrive_job, redriven_batches
@@ -35,6 +35,6 @@ def definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=assets(settings),
         asset_checks=CHECKS,
-        jobs=[process_batch, redrive_job],
+        jobs=[process_batch, redrive_job, retranscribe],
         sensors=[landing_sensor, recovery_sensor, redriven_batches],
     )

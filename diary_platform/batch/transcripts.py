@@ -18,7 +18,7 @@ def transcripts_asset(settings: Settings) -> dg.AssetsDefinition:
         settings,
         catalog.TRANSCRIPTS,
         pool="gpu",
-        code_version=code_version(settings.transcriber, settings.guards),
+        code_version=code_version(settings.transcriber, settings.guards),  # the policy's rules: per row, see stale
         description=(
             "faster-whisper transcripts with segments (guards drop invented text and list it), "
             "plus .txt/.srt/.vtt/.json files per recording."
@@ -33,15 +33,14 @@ def transcripts_asset(settings: Settings) -> dg.AssetsDefinition:
         pricing: PlatformPricing,
     ) -> pl.DataFrame:
         started = time.perf_counter()
-        transcriber = whisper.transcriber()
         with step_span(context):
-            table = stages.transcribe(validated_audio, transcriber, guards.config(), store.store)
+            table = stages.transcribe(validated_audio, whisper.policy(), guards.config(), store.store)
         dropped = int(table["dropped_segments"].list.len().sum())
         scores = table["avg_logprob"].drop_nulls()
         context.add_output_metadata(
             {
                 **batch_metadata(table, time.perf_counter() - started, "audio_seconds"),
-                "model": transcriber.model_identity,
+                "models": dg.MetadataValue.json(table.group_by("policy_rule", "model").len().sort("policy_rule").to_dicts()),
                 "dropped_segments": dropped,
                 **({"mean_avg_logprob": round(float(scores.mean()), 4)} if len(scores) else {}),
                 **recordings_metadata(context, store, pricing, catalog.TRANSCRIPTS, table),

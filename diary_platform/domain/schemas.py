@@ -45,6 +45,7 @@ SEGMENT = pl.Struct(
 CITATION = pl.Struct(
     {"field": pl.Utf8, "text": pl.Utf8, "segments": pl.List(pl.Int64), "start": pl.Float64, "end": pl.Float64}
 )
+SPAN = pl.Struct({"start": pl.Float64, "end": pl.Float64})
 DROPPED_SEGMENT = pl.Struct({"start": pl.Float64, "end": pl.Float64, "text": pl.Utf8, "guard": pl.Utf8})
 UTC_TIME = pl.Datetime("us", "UTC")
 RATIO = pa.Check.in_range(0, 1)
@@ -57,6 +58,7 @@ def _identity_columns() -> dict[str, pa.Column]:
         "content_sha256": pa.Column(pl.Utf8, pa.Check.str_matches(r"^[0-9a-f]{64}$")),
         "batch_key": pa.Column(pl.Utf8),
         "user": pa.Column(pl.Utf8),
+        "priority": pa.Column(pl.Utf8, nullable=True),
         "recorded_at": pa.Column(UTC_TIME),
         "status": pa.Column(pl.Utf8, pa.Check.isin(STATUSES)),
         "reason": pa.Column(pl.Utf8, pa.Check.isin(list(REASONS)), nullable=True),
@@ -114,6 +116,7 @@ VALIDATED_AUDIO = _schema(
         "snr_db": pa.Column(pl.Float64, nullable=True),
         "quality_score": pa.Column(pl.Float64, RATIO, nullable=True),
         "warnings": pa.Column(pl.List(pl.Utf8)),
+        "speech_spans": pa.Column(pl.List(SPAN), nullable=True),
         "decode_seconds": pa.Column(pl.Float64, NON_NEGATIVE),
     },
 )
@@ -129,6 +132,8 @@ TRANSCRIPTS = _schema(
         "avg_logprob": pa.Column(pl.Float64, pa.Check.le(0), nullable=True),
         "model": pa.Column(pl.Utf8),
         "compute_type": pa.Column(pl.Utf8),
+        "policy_rule": pa.Column(pl.Utf8),
+        "transcriber_version": pa.Column(pl.Utf8),
         "audio_seconds": pa.Column(pl.Float64, NON_NEGATIVE),
         "processing_seconds": pa.Column(pl.Float64, NON_NEGATIVE),
         "txt_uri": pa.Column(pl.Utf8, nullable=True),

@@ -35,13 +35,14 @@ from diary_platform.domain.schemas import (
 )
 from diary_platform.domain.speech import subtitles
 from diary_platform.domain.speech.guards import DroppedSegment, GuardConfig, apply_guards
-from diary_platform.domain.speech.transcription import Transcriber, Transcript
+from diary_platform.domain.speech.policy import TranscriptionPolicy, priority_of
+from diary_platform.domain.speech.transcription import Speech, Transcriber, Transcript
 from diary_platform.domain.store.hashing import recording_id_for
 from diary_platform.domain.store.layout import ContentChanged, DataStore
 
 
 def _identity(row: dict) -> dict:
-    return {column: row[column] for column in IDENTITY_COLUMNS}
+    return {column: row.get(column) for column in IDENTITY_COLUMNS}
 
 
 def _quarantine(reason: str, message: str) -> dict:
@@ -82,6 +83,7 @@ def ingest(manifest: BatchManifest, store: DataStore) -> pl.DataFrame:
             "content_sha256": item.content_sha256,
             "batch_key": manifest.key,
             "user": item.user,
+            "priority": priority_of(item.relative_path),
             "recorded_at": datetime.fromtimestamp(item.mtime_ns / 1e9, tz=timezone.utc),
             "status": STATUS_OK,
             "reason": None,
@@ -161,6 +163,7 @@ def _decoded_columns(decoded: DecodeResult, normalised_uri: str) -> dict:
         "duration_seconds": info.decoded_seconds,
         "partial": info.partial,
         **asdict(decoded.measurements),
+        "speech_spans": [{"start": start, "end": end} for start, end in decoded.measurements.speech_spans],
     }
     if info.partial:
         columns["message"] = (
@@ -170,21 +173,38 @@ def _decoded_columns(decoded: DecodeResult, normalised_uri: str) -> dict:
     return columns
 
 
-def transcribe(validated: pl.DataFrame, transcriber: Transcriber, guards: GuardConfig, store: DataStore) -> pl.DataFrame:
-    """Transcribe the batch with one loaded model, drop what the guards catch, write the transcript files.
+def transcribe(validated: pl.DataFrame, policy: TranscriptionPolicy, guards: GuardConfig, store: DataStore) -> pl.DataFrame:
+    """Transcribe the batch, drop what the guards catch, write the transcript files.
 
-    Audio in which the VAD heard no speech is not shown to the model at all: silence and noise are
-    where Whisper models invent sentences.
+    The policy chooses each recording's settings (by its priority tag and duration); the recordings that
+    share settings go through the model together (`Transcriber.transcribe_batch`), and only where the
+    validation step's VAD heard speech: silence and noise are where Whisper models invent sentences.
     """
     meters = instruments.current()
-    model = transcriber.model_identity
+    rows = validated.to_dicts()
+    choices = {row["recording_id"]: policy.choose(row.get("priority"), row["duration_seconds"] or 0.0) for row in rows}
+    heard = [row for row in rows if row["status"] == STATUS_OK and row["speech_ratio"]]
+    results: dict[str, Transcript] = {}
+    models: dict[str, str] = {}
+    for choice in {choices[row["recording_id"]] for row in heard}:
+        group = [row for row in heard if choices[row["recording_id"]] == choice]
+        transcriber = Transcriber(choice.config)
+        models.update(dict.fromkeys((row["recording_id"] for row in group), transcriber.model_identity))
+        span = {"diary.recordings": len(group), "diary.model": transcriber.model_identity, "diary.policy_rule": choice.rule}
+        with ExitStack() as files, meters.tracer.start_as_current_span("transcribe_batch", attributes=span):
+            results |= transcriber.transcribe_batch(
+                Speech(
+                    key=row["recording_id"],
+                    wav=files.enter_context(store.objects.local_file(store.objects.key(row["normalised_uri"]))),
+                    spans=None if row["speech_spans"] is None else [(s["start"], s["end"]) for s in row["speech_spans"]],
+                    seconds=row["duration_seconds"],
+                )
+                for row in group
+            )
 
     def run_model(row: dict) -> dict:
-        if not row["speech_ratio"]:
-            result = Transcript("", "", 0.0, [], row["duration_seconds"], 0.0)
-        else:
-            with store.objects.local_file(store.objects.key(row["normalised_uri"])) as wav:
-                result = transcriber.transcribe_file(wav)
+        model = models.get(row["recording_id"], "")
+        result = results.get(row["recording_id"]) or Transcript("", "", 0.0, [], row["duration_seconds"], 0.0)
         instruments.current_span().set_attributes(
             {"diary.audio_seconds": result.audio_seconds, "diary.model": model, "diary.processing_seconds": result.processing_seconds}
         )
@@ -195,10 +215,17 @@ def transcribe(validated: pl.DataFrame, transcriber: Transcriber, guards: GuardC
         result = replace(result, segments=kept, text=" ".join(s.text for s in kept if s.text).strip())
         return _transcript_columns(result, dropped, _write_transcript_files(store, row["recording_id"], result, dropped, model))
 
-    def identity(row: dict) -> dict:
-        return {"model": model, "compute_type": transcriber.config.compute_type, "audio_seconds": row["duration_seconds"] or 0.0}
+    def chosen(row: dict) -> dict:
+        choice = choices[row["recording_id"]]
+        return {
+            "model": models.get(row["recording_id"]) or choice.config.model,
+            "compute_type": choice.config.compute_type,
+            "policy_rule": choice.rule,
+            "transcriber_version": choice.version,
+            "audio_seconds": row["duration_seconds"] or 0.0,
+        }
 
-    return _each_recording(validated.to_dicts(), TRANSCRIPTS, "transcribe", run_model, always=identity)
+    return _each_recording(rows, TRANSCRIPTS, "transcribe", run_model, always=chosen)
 
 
 def _write_transcript_files(

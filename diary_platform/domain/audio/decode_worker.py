@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from diary_platform.domain.audio.decode import AudioRejected, decode_to_wav
-from diary_platform.domain.audio.measurements import LevelMeter, assess, speech_ratio
+from diary_platform.domain.audio.measurements import LevelMeter, assess, speech_spans
 
 
 def handle(request: dict) -> dict:
@@ -32,7 +32,7 @@ def handle(request: dict) -> dict:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             return {"ok": False, "fault": f"no space left on {target.parent}"}
         raise
-    measurements = assess(meter, speech_ratio(target), info.source_sample_rate, info.partial)
+    measurements = assess(meter, *speech_spans(target), info.source_sample_rate, info.partial)
     return {"ok": True, "info": asdict(info), "partial": info.partial, "measurements": asdict(measurements)}
 
 

@@ -73,20 +73,31 @@ class LevelMeter:
         return float(silent / total) if total else 1.0
 
 
-def speech_ratio(wav_path: Path) -> float:
-    """Share of the audio the Silero VAD calls speech, reading the WAV ten minutes at a time."""
+def speech_spans(wav_path: Path) -> tuple[list[tuple[float, float]], float]:
+    """Where the Silero VAD hears speech, as (start, end) seconds, and the WAV's length in seconds.
+
+    The WAV is read ten minutes at a time. The options are faster-whisper's defaults, the ones its own
+    `vad_filter` uses, so the transcription step can take these spans instead of running the VAD again.
+    """
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     options = VadOptions()
-    speech = 0
+    spans = []
     total = 0
     with wave.open(str(wav_path), "rb") as wav:
-        chunk_frames = VAD_CHUNK_SECONDS * wav.getframerate()
-        while chunk := wav.readframes(chunk_frames):
+        rate = wav.getframerate()
+        while chunk := wav.readframes(VAD_CHUNK_SECONDS * rate):
             audio = np.frombuffer(chunk, dtype="<i2").astype(np.float32) / 32768.0
+            spans += [
+                (round((total + s["start"]) / rate, 3), round((total + s["end"]) / rate, 3))
+                for s in get_speech_timestamps(audio, options)
+            ]
             total += len(audio)
-            speech += sum(s["end"] - s["start"] for s in get_speech_timestamps(audio, options))
-    return speech / total if total else 0.0
+    return spans, total / rate if total else 0.0
+
+
+def speech_share(spans: list[tuple[float, float]], seconds: float) -> float:
+    return min(1.0, sum(end - start for start, end in spans) / seconds) if seconds else 0.0
 
 
 @dataclass(frozen=True)
@@ -99,10 +110,12 @@ class Measurements:
     snr_db: float
     quality_score: float
     warnings: list[str] = field(default_factory=list)
+    speech_spans: list[tuple[float, float]] = field(default_factory=list)
 
 
-def assess(meter: LevelMeter, speech: float, source_sample_rate: int, partial: bool) -> Measurements:
+def assess(meter: LevelMeter, spans: list[tuple[float, float]], seconds: float, source_sample_rate: int, partial: bool) -> Measurements:
     """Levels and speech into warnings a person should look at, and a 0–1 quality score."""
+    speech = speech_share(spans, seconds)
     rms = math.sqrt(meter.sum_squares / meter.samples) if meter.samples else 0.0
     rms_dbfs = _dbfs(rms)
     clipping = meter.clipped / meter.samples if meter.samples else 0.0
@@ -130,4 +143,5 @@ def assess(meter: LevelMeter, speech: float, source_sample_rate: int, partial: b
         snr_db=round(snr, 1),
         quality_score=round(score, 3),
         warnings=warnings,
+        speech_spans=spans,
     )

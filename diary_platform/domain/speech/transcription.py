@@ -1,5 +1,11 @@
 """Speech to text with faster-whisper: one model per process, loaded on first use, reused for every file.
 
+A batch of recordings is transcribed together (`transcribe_batch`): the validation step's VAD spans say
+where each recording has speech, that speech is laid out in model windows (packing.py), and the windows
+of many recordings go through the model's batched generation together. `packing` chooses the layout:
+`recording` (a window holds one recording's speech), `shared` (a window may hold several recordings',
+mapped back by word timestamps) or `per_file` (each recording on its own, as transcription servers do).
+
 A recording longer than `window_seconds` is transcribed a window at a time, read from the normalised WAV
 and cut at its quietest moment near each window's end, so memory stays the same whatever its length
 (faster-whisper computes the features of all the audio it is given at once). Each window starts afresh:
@@ -8,23 +14,31 @@ worse (Whisper conditioned on earlier text skips what sounds like a repeat).
 """
 
 import hashlib
+import itertools
 import threading
 import time
 import wave
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from diary_platform.domain.audio.decode import pcm16_to_float
+from diary_platform.domain.speech.packing import Piece, Window, pack
 
 BUNDLED_MODEL = "bundled"
 SAMPLE_RATE = 16_000
 # Where a window is cut: the quietest 20 ms in its last CUT_SEARCH_SECONDS.
 CUT_SEARCH_SECONDS = 20.0
 CUT_FRAME_SAMPLES = 320
+# Packed windows stay under Whisper's 30 s; pieces are set apart by a short silence (0.6 s measured best).
+PACK_WINDOW_SECONDS = 28.0
+PACK_GAP_SECONDS = 0.6
+SLOT_SAMPLES = 30 * SAMPLE_RATE
+Packing = Literal["recording", "shared", "per_file"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +48,7 @@ class TranscriberConfig:
     model: str = BUNDLED_MODEL
     device: str = "cpu"
     compute_type: str = "int8"
-    beam_size: int = 5
+    beam_size: int = 1  # greedy: with recording packing, as accurate as beam 5 here and faster (benchmarks/throughput.py)
     batched: bool = False
     batch_size: int = 8
     vad_filter: bool = True
@@ -42,6 +56,7 @@ class TranscriberConfig:
     word_timestamps: bool = False
     hallucination_silence_threshold: float | None = None
     window_seconds: float = 300.0
+    packing: Packing = "recording"
     cpu_threads: int = 0
 
 
@@ -99,6 +114,7 @@ def code_version(config: TranscriberConfig, guards: object = None) -> str:
         f"words{int(config.word_timestamps)}",
         f"hallucination-silence-{config.hallucination_silence_threshold}",
         f"window{config.window_seconds:g}",
+        f"packing-{config.packing}",
     ]
     if guards is not None:
         parts.append(f"guards-{sorted(vars(guards).items())}")
@@ -127,22 +143,88 @@ def load_model(config: TranscriberConfig):
         return _models[key]
 
 
+@dataclass(frozen=True)
+class Speech:
+    """A recording for `transcribe_batch`: its normalised WAV and where the VAD heard speech (seconds)."""
+
+    key: str
+    wav: Path
+    spans: list[tuple[float, float]] | None
+    seconds: float
+
+
 class Transcriber:
     def __init__(self, config: TranscriberConfig):
         self.config = config
         self.model_identity = resolve_model(config.model)[1]
         self._pipeline = None
+        self._batched_pipeline = None
 
     def _engine(self):
         if self._pipeline is None:
             model = load_model(self.config)
-            if self.config.batched:
-                from faster_whisper import BatchedInferencePipeline
-
-                self._pipeline = BatchedInferencePipeline(model=model)
-            else:
-                self._pipeline = model
+            self._pipeline = self._batched_engine() if self.config.batched else model
         return self._pipeline
+
+    def _batched_engine(self):
+        if self._batched_pipeline is None:
+            from faster_whisper import BatchedInferencePipeline
+
+            self._batched_pipeline = BatchedInferencePipeline(model=load_model(self.config))
+        return self._batched_pipeline
+
+    def transcribe_batch(self, recordings: Iterable[Speech]) -> dict[str, Transcript]:
+        """Every recording's speech laid out in windows, the windows run through the model `batch_size`
+        at a time, and each window's text mapped back to the recordings it holds, with their own times.
+
+        A recording without spans (validated before the spans were kept) and every recording when the
+        language is left to detection (a window must hold one language) go one file at a time."""
+        recordings = {r.key: r for r in recordings}
+        if self.config.packing == "per_file" or self.config.language is None:
+            return {key: self.transcribe_file(r.wav) for key, r in recordings.items()}
+        unmeasured = {key: self.transcribe_file(r.wav) for key, r in recordings.items() if r.spans is None}
+        recordings = {key: r for key, r in recordings.items() if key not in unmeasured}
+        shared = self.config.packing == "shared"
+        windows = pack(
+            ((key, r.spans if self.config.vad_filter else [(0.0, r.seconds)]) for key, r in recordings.items()),
+            int(PACK_WINDOW_SECONDS * SAMPLE_RATE),
+            int(PACK_GAP_SECONDS * SAMPLE_RATE),
+            across_recordings=shared,
+        )
+        segments: dict[str, list[Segment]] = {key: [] for key in recordings}
+        busy = dict.fromkeys(recordings, 0.0)
+        language = (self.config.language, 1.0)
+        for group in _groups(windows, self.config.batch_size):
+            started = time.perf_counter()
+            audio = _lay_out(group, recordings)
+            raw_segments, info = self._batched_engine().transcribe(
+                audio,
+                language=self.config.language,
+                clip_timestamps=[{"start": i * SLOT_SAMPLES / SAMPLE_RATE, "end": (i * SLOT_SAMPLES + w.length) / SAMPLE_RATE}
+                                 for i, w in enumerate(group)],
+                batch_size=len(group),
+                beam_size=self.config.beam_size,
+                without_timestamps=False,
+                word_timestamps=shared or self.config.word_timestamps,
+                vad_filter=False,
+            )
+            for raw in raw_segments:
+                slot = min(int(raw.start * SAMPLE_RATE) // SLOT_SAMPLES, len(group) - 1)
+                for key, segment in _map_back(raw, group[slot], slot * SLOT_SAMPLES / SAMPLE_RATE, self.config.word_timestamps):
+                    segments[key].append(segment)
+            language = (info.language, float(info.language_probability))
+            _share_time(busy, group, time.perf_counter() - started)
+        return {
+            key: Transcript(
+                text=" ".join(s.text for s in sorted(segments[key], key=lambda s: s.start) if s.text).strip(),
+                language=language[0] if segments[key] else "",
+                language_probability=language[1] if segments[key] else 0.0,
+                segments=sorted(segments[key], key=lambda s: s.start),
+                audio_seconds=r.seconds,
+                processing_seconds=busy[key],
+            )
+            for key, r in recordings.items()
+        } | unmeasured
 
     def transcribe_file(self, wav_path: Path) -> Transcript:
         """A normalised WAV (16 kHz mono 16-bit): whole when it fits one window, else window by window."""
@@ -194,8 +276,8 @@ class Transcriber:
         raw_segments, info = engine.transcribe(audio, **options)
         segments = [
             Segment(
-                start=round(s.start, 3),
-                end=round(s.end, 3),
+                start=round(float(s.start), 3),
+                end=round(float(s.end), 3),
                 text=s.text.strip(),
                 avg_logprob=s.avg_logprob,
                 no_speech_prob=s.no_speech_prob,
@@ -213,6 +295,76 @@ class Transcriber:
             processing_seconds=time.perf_counter() - started,
         )
 
+
+
+def _groups(windows: Iterator[Window], size: int) -> Iterator[tuple[Window, ...]]:
+    while group := tuple(itertools.islice(windows, size)):
+        yield group
+
+
+def _lay_out(group: tuple[Window, ...], recordings: dict[str, Speech]) -> np.ndarray:
+    """The audio of a group of windows, each in its own 30 s slot (the model's window) at its pieces' places."""
+    audio = np.zeros(len(group) * SLOT_SAMPLES, dtype=np.float32)
+    for slot, window in enumerate(group):
+        for piece in window.pieces:
+            with wave.open(str(recordings[piece.recording].wav), "rb") as wav:
+                wav.setpos(piece.source_start)
+                samples = pcm16_to_float(wav.readframes(piece.length))
+            at = slot * SLOT_SAMPLES + piece.window_start
+            audio[at : at + len(samples)] = samples
+    return audio
+
+
+def _map_back(raw, window: Window, slot_start: float, keep_words: bool) -> Iterator[tuple[str, Segment]]:
+    """A segment of a window as segments of the recordings it holds, in their own times.
+
+    A window of one recording maps the segment's ends through its pieces. A shared window needs the
+    word timestamps: each word goes to the piece its middle falls in, and the words of one recording
+    that follow each other in the segment become one segment of that recording."""
+    def segment(piece: Piece, words: list, start: float, end: float, text: str) -> Segment:
+        return Segment(
+            start=round(piece.to_source(start - slot_start), 3),
+            end=round(piece.to_source(end - slot_start), 3),
+            text=text.strip(),
+            avg_logprob=raw.avg_logprob,
+            no_speech_prob=raw.no_speech_prob,
+            compression_ratio=raw.compression_ratio,
+            words=[{**asdict(w), "start": round(piece.to_source(w.start - slot_start), 3), "end": round(piece.to_source(w.end - slot_start), 3)}
+                   for w in words] if keep_words else [],
+        )
+
+    if len(window.recordings) == 1 or not raw.words:
+        start_piece = window.piece_at(raw.start - slot_start)
+        end_piece = window.piece_at(raw.end - slot_start)
+        mapped = segment(start_piece, raw.words or [], raw.start, raw.end, raw.text)
+        yield start_piece.recording, replace(mapped, end=round(end_piece.to_source(raw.end - slot_start), 3))
+        return
+    for piece, words in itertools.groupby(raw.words, key=lambda w: window.piece_at((w.start + w.end) / 2 - slot_start)):
+        for sentence in _sentences(list(words)):
+            yield piece.recording, segment(piece, sentence, sentence[0].start, sentence[-1].end, "".join(w.word for w in sentence))
+
+
+def _sentences(words: list) -> Iterator[list]:
+    """Words cut after each one that ends a sentence: a shared window's segment can run over several
+    recordings' sentences, and a recording's subtitles read best a sentence at a time."""
+    sentence = []
+    for word in words:
+        sentence.append(word)
+        if word.word.rstrip().endswith((".", "?", "!")):
+            yield sentence
+            sentence = []
+    if sentence:
+        yield sentence
+
+
+def _share_time(busy: dict[str, float], group: tuple[Window, ...], seconds: float) -> None:
+    """A group's model time shared among its recordings by how much of their speech it held."""
+    lengths: dict[str, int] = {}
+    for piece in (p for window in group for p in window.pieces):
+        lengths[piece.recording] = lengths.get(piece.recording, 0) + piece.length
+    total = sum(lengths.values())
+    for key, length in lengths.items():
+        busy[key] += seconds * length / total
 
 
 def _windows(wav: wave.Wave_read, window: int, search: int) -> Iterator[tuple[int, np.ndarray]]:

@@ -120,7 +120,7 @@ def _transcript_row(**overrides):
         "recording_id": "a" * 24, "content_sha256": "a" * 64, "batch_key": "20261126T090000Z-abcdef01",
         "user": "alice", "recorded_at": datetime(2026, 11, 26, tzinfo=timezone.utc), "status": "ok",
         "reason": None, "message": None, "text": "hello", "language": "en", "language_probability": 1.0,
-        "segments": [], "dropped_segments": [], "avg_logprob": None, "model": "m", "compute_type": "int8", "audio_seconds": 1.0, "processing_seconds": 0.1,
+        "segments": [], "dropped_segments": [], "avg_logprob": None, "model": "m", "compute_type": "int8", "policy_rule": "default", "transcriber_version": "v", "audio_seconds": 1.0, "processing_seconds": 0.1,
         "txt_uri": None, "srt_uri": None, "vtt_uri": None, "json_uri": None,
     }
     return {**row, **overrides}

@@ -1,6 +1,8 @@
 """The transcription policy: a priority tag or a duration band picks the model and its settings, the
 choice is kept per recording, and a changed rule marks exactly the batches it now routes differently."""
 
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
@@ -86,7 +88,7 @@ def _model_folder(tmp_path):
     bundled = resolve_model("bundled")[0]
     folder = tmp_path / "tiny-copy"
     folder.mkdir()
-    for entry in __import__("pathlib").Path(bundled).iterdir():
+    for entry in Path(bundled).iterdir():
         (folder / entry.name).symlink_to(entry)
     return folder
 
@@ -126,3 +128,10 @@ def test_a_tagged_upload_goes_to_the_model_of_its_rule_and_a_policy_change_marks
         assert stale_batches(changed.policy(), again) == {}
         urgent = again.filter(again["priority"] == "urgent").row(0, named=True)
         assert urgent["model"] == resolve_model("bundled")[1] and urgent["policy_rule"] == "urgent"
+
+
+def test_the_example_policy_loads():
+    example = Path(__file__).parent.parent / "diary_platform" / "config" / "transcription_policy.example.yaml"
+    policy = load_policy(example, BASE)
+    assert [rule.name for rule in policy.rules] == ["urgent", "long"]
+    assert policy.choose("urgent", 60.0).config.beam_size == 5

@@ -78,14 +78,22 @@ PEAK_RSS = textwrap.dedent(
 TRANSCRIBE = textwrap.dedent(
     """
     import sys
-    from diary_platform.domain.speech.transcription import Transcriber, TranscriberConfig
-    Transcriber(TranscriberConfig(window_seconds=float(sys.argv[2]))).transcribe_file(sys.argv[1])
+    from pathlib import Path
+    from diary_platform.domain.audio.measurements import speech_spans
+    from diary_platform.domain.speech.transcription import Speech, Transcriber, TranscriberConfig
+    if sys.argv[2] == "batch":
+        spans, seconds = speech_spans(Path(sys.argv[1]))
+        result = Transcriber(TranscriberConfig()).transcribe_batch([Speech("r", Path(sys.argv[1]), spans, seconds)])["r"]
+    else:
+        result = Transcriber(TranscriberConfig(packing="per_file", window_seconds=float(sys.argv[2]))).transcribe_file(sys.argv[1])
+    assert result.text
     """
 )
 
 
-def _peak_rss_mib(path: Path, window_seconds: float) -> float:
-    """Peak resident memory of a fresh process transcribing `path` (its own, read by its parent at exit)."""
+def _peak_rss_mib(path: Path, window_seconds: float | str) -> float:
+    """Peak resident memory of a fresh process transcribing `path` (its own, read by its parent at exit):
+    per file in windows of `window_seconds`, or "batch": the platform's default, VAD spans and packed windows."""
     out = subprocess.run(
         [sys.executable, "-c", PEAK_RSS, TRANSCRIBE, str(path), str(window_seconds)],
         capture_output=True, text=True, timeout=900, check=True,
@@ -104,3 +112,5 @@ def test_memory_stays_flat_with_the_length_of_a_mostly_quiet_half_hour(clips, tm
     whole = _peak_rss_mib(path, 3600.0)
     assert windowed < whole - 100, f"windowed {windowed:.0f} MiB vs whole {whole:.0f} MiB"
     assert windowed < 700, f"windowed peak {windowed:.0f} MiB"
+    packed = _peak_rss_mib(path, "batch")
+    assert packed < whole - 100 and packed < 700, f"packed windows {packed:.0f} MiB vs whole {whole:.0f} MiB"

@@ -130,3 +130,12 @@ def test_no_word_of_one_recording_lands_in_another(batch, clips):
         strangers = [w for w in heard if w not in reference]
         assert len(strangers) <= max(3, len(heard) // 4), (clip.path.stem, strangers)
         assert transcript.segments and transcript.segments[-1].end <= transcript.audio_seconds + 0.01
+
+
+def test_a_batch_is_transcribed_in_groups_of_bounded_audio_and_a_long_recording_goes_alone():
+    from diary_platform.domain.stages import audio_groups
+
+    rows = [{"id": i, "duration_seconds": seconds} for i, seconds in enumerate([3000, 3000, 3000, 9000, 100, 100])]
+    groups = audio_groups(rows, 7200)
+    assert [[r["id"] for r in group] for group in groups] == [[0, 1], [2], [3], [4, 5]]
+    assert [r for group in groups for r in group] == rows, "every row once, in order"

@@ -41,6 +41,10 @@ from diary_platform.domain.store.hashing import recording_id_for
 from diary_platform.domain.store.layout import ContentChanged, DataStore
 
 
+# At most this much audio is local at once in the transcripts step (two hours: 230 MB of normalised WAV).
+GROUP_AUDIO_SECONDS = 7200.0
+
+
 def _identity(row: dict) -> dict:
     return {column: row.get(column) for column in IDENTITY_COLUMNS}
 
@@ -187,20 +191,20 @@ def transcribe(validated: pl.DataFrame, policy: TranscriptionPolicy, guards: Gua
     results: dict[str, Transcript] = {}
     models: dict[str, str] = {}
     for choice in {choices[row["recording_id"]] for row in heard}:
-        group = [row for row in heard if choices[row["recording_id"]] == choice]
         transcriber = Transcriber(choice.config)
-        models.update(dict.fromkeys((row["recording_id"] for row in group), transcriber.model_identity))
-        span = {"diary.recordings": len(group), "diary.model": transcriber.model_identity, "diary.policy_rule": choice.rule}
-        with ExitStack() as files, meters.tracer.start_as_current_span("transcribe_batch", attributes=span):
-            results |= transcriber.transcribe_batch(
-                Speech(
-                    key=row["recording_id"],
-                    wav=files.enter_context(store.objects.local_file(store.objects.key(row["normalised_uri"]))),
-                    spans=None if row["speech_spans"] is None else [(s["start"], s["end"]) for s in row["speech_spans"]],
-                    seconds=row["duration_seconds"],
+        for group in audio_groups([row for row in heard if choices[row["recording_id"]] == choice], GROUP_AUDIO_SECONDS):
+            models.update(dict.fromkeys((row["recording_id"] for row in group), transcriber.model_identity))
+            span = {"diary.recordings": len(group), "diary.model": transcriber.model_identity, "diary.policy_rule": choice.rule}
+            with ExitStack() as files, meters.tracer.start_as_current_span("transcribe_batch", attributes=span):
+                results |= transcriber.transcribe_batch(
+                    Speech(
+                        key=row["recording_id"],
+                        wav=files.enter_context(store.objects.local_file(store.objects.key(row["normalised_uri"]))),
+                        spans=None if row["speech_spans"] is None else [(s["start"], s["end"]) for s in row["speech_spans"]],
+                        seconds=row["duration_seconds"],
+                    )
+                    for row in group
                 )
-                for row in group
-            )
 
     def run_model(row: dict) -> dict:
         model = models.get(row["recording_id"], "")
@@ -226,6 +230,23 @@ def transcribe(validated: pl.DataFrame, policy: TranscriptionPolicy, guards: Gua
         }
 
     return _each_recording(rows, TRANSCRIPTS, "transcribe", run_model, always=chosen)
+
+
+def audio_groups(rows: list[dict], max_seconds: float) -> list[list[dict]]:
+    """Rows in order, in groups of at most `max_seconds` of audio (a longer recording alone in its group).
+
+    The normalised WAVs of a group are local files at once (downloaded, with a bucket store), so a
+    group bounds the scratch disk a batch of long recordings needs; a group still fills the model's
+    batches many times over."""
+    groups: list[list[dict]] = []
+    seconds = 0.0
+    for row in rows:
+        if not groups or seconds + row["duration_seconds"] > max_seconds:
+            groups.append([])
+            seconds = 0.0
+        groups[-1].append(row)
+        seconds += row["duration_seconds"]
+    return groups
 
 
 def _write_transcript_files(

@@ -1,5 +1,6 @@
 """Long recordings are transcribed a window at a time: cut at silences, timestamps continuous, memory flat."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from faster_whisper.audio import decode_audio
 
+from diary_platform.domain.audio.measurements import speech_spans
 from diary_platform.domain.speech.transcription import SAMPLE_RATE, Transcriber, TranscriberConfig, _windows
 from diary_platform.evaluation import word_error_rate
 
@@ -77,13 +79,13 @@ PEAK_RSS = textwrap.dedent(
 )
 TRANSCRIBE = textwrap.dedent(
     """
-    import sys
+    import json, sys
     from pathlib import Path
-    from diary_platform.domain.audio.measurements import speech_spans
     from diary_platform.domain.speech.transcription import Speech, Transcriber, TranscriberConfig
     if sys.argv[2] == "batch":
-        spans, seconds = speech_spans(Path(sys.argv[1]))
-        result = Transcriber(TranscriberConfig()).transcribe_batch([Speech("r", Path(sys.argv[1]), spans, seconds)])["r"]
+        spans, seconds = json.loads(Path(sys.argv[1] + ".spans.json").read_text())
+        config = TranscriberConfig(batch_size=int(sys.argv[3]))
+        result = Transcriber(config).transcribe_batch([Speech("r", Path(sys.argv[1]), spans, seconds)])["r"]
     else:
         result = Transcriber(TranscriberConfig(packing="per_file", window_seconds=float(sys.argv[2]))).transcribe_file(sys.argv[1])
     assert result.text
@@ -91,11 +93,12 @@ TRANSCRIBE = textwrap.dedent(
 )
 
 
-def _peak_rss_mib(path: Path, window_seconds: float | str) -> float:
+def _peak_rss_mib(path: Path, window_seconds: float | str, batch_size: int = 8) -> float:
     """Peak resident memory of a fresh process transcribing `path` (its own, read by its parent at exit):
-    per file in windows of `window_seconds`, or "batch": the platform's default, VAD spans and packed windows."""
+    per file in windows of `window_seconds`, or "batch": the platform's default, packed windows over the VAD
+    spans in `<path>.spans.json` (the validation step finds them, in its own sandboxed process)."""
     out = subprocess.run(
-        [sys.executable, "-c", PEAK_RSS, TRANSCRIBE, str(path), str(window_seconds)],
+        [sys.executable, "-c", PEAK_RSS, TRANSCRIBE, str(path), str(window_seconds), str(batch_size)],
         capture_output=True, text=True, timeout=900, check=True,
     )
     return int(out.stdout.split()[-1]) / 1024
@@ -112,5 +115,10 @@ def test_memory_stays_flat_with_the_length_of_a_mostly_quiet_half_hour(clips, tm
     whole = _peak_rss_mib(path, 3600.0)
     assert windowed < whole - 100, f"windowed {windowed:.0f} MiB vs whole {whole:.0f} MiB"
     assert windowed < 700, f"windowed peak {windowed:.0f} MiB"
-    packed = _peak_rss_mib(path, "batch")
-    assert packed < whole - 100 and packed < 700, f"packed windows {packed:.0f} MiB vs whole {whole:.0f} MiB"
+    # The default path holds one batch of windows at a time: with batches of 2, two speech blocks
+    # apart fill a batch as the half hour's six do, so the peaks differ only by what grows with length.
+    short = _write_wav(tmp_path / "short.wav", np.concatenate([speech, np.zeros(60 * SAMPLE_RATE, np.float32), speech]))
+    for recording in (path, short):
+        Path(f"{recording}.spans.json").write_text(json.dumps(speech_spans(recording)))
+    packed, packed_short = _peak_rss_mib(path, "batch", 2), _peak_rss_mib(short, "batch", 2)
+    assert packed < packed_short + 60 and packed < 700, f"packed: half hour {packed:.0f} MiB, two blocks {packed_short:.0f} MiB"

@@ -6,7 +6,9 @@ partitions and their `diary_notes` materializations are written in bulk through 
 platform and the UI do: a sensor tick adding the partitions of 30 s at full rate, `has_dynamic_partition`,
 listing every partition, the materialized partitions of an asset, and the GraphQL query behind the asset
 page's partition bar and the backfill dialog (`assetPartitionStatuses`, `partitionStats`) through a real
-`dagster-webserver`.
+`dagster-webserver`, and the automation daemon's tick: the platform's automation conditions (today's cost
+report and digest, which depend on the batch assets) evaluated from scratch and then from the first
+evaluation's cursor, as the daemon's consecutive ticks do.
 
 At 10,000 audio hours per hour of 5-minute recordings in batches of 16 there are 7,500 batches per
 hour: 180,000 partitions a day, 5.4 million a month, 65.7 million a year.
@@ -111,7 +113,12 @@ def main() -> None:
 
     tick = max(1, round(args.per_second * 30))
     print(f"database {database}; a 30 s sensor tick at full rate adds {tick} partitions")
-    print(f"{'partitions':>10} {'add tick':>9} {'has':>8} {'list all':>9} {'materialized':>13} {'GraphQL bar':>12} {'write/s':>8}")
+    from diary_platform.definitions import build_definitions
+    from diary_platform.settings import Settings
+
+    defs = build_definitions(Settings())
+    print(f"{'partitions':>10} {'add tick':>9} {'has':>8} {'list all':>9} {'materialized':>13} {'GraphQL bar':>12} "
+          f"{'automation 1st':>15} {'next tick':>10} {'write/s':>8}")
     server = None
     try:
         with dg.DagsterInstance.get() as instance:
@@ -133,8 +140,14 @@ def main() -> None:
                     server = _webserver(env, args.port)
                 query = {"query": STATUS_QUERY, "variables": {"key": {"path": ["diary_notes"]}}}
                 graphql = _timed(lambda: requests.post(f"http://127.0.0.1:{args.port}/graphql", json=query, timeout=600).raise_for_status(), 3)
+                started = time.perf_counter()
+                first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+                automation = time.perf_counter() - started
+                started = time.perf_counter()
+                dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+                next_tick = time.perf_counter() - started
                 print(f"{checkpoint:>10} {add * 1000:>7.1f}ms {has * 1000:>6.2f}ms {listing:>8.2f}s {materialized:>12.2f}s "
-                      f"{graphql:>11.2f}s {write_rate:>8.0f}", flush=True)
+                      f"{graphql:>11.2f}s {automation:>14.2f}s {next_tick:>9.2f}s {write_rate:>8.0f}", flush=True)
     finally:
         if server is not None:
             server.terminate()

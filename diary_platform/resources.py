@@ -15,7 +15,7 @@ from dagster_gcp import GCSResource
 from diary_platform.domain.costs import PlatformPrices, recording_costs, stored_bytes
 from diary_platform.domain.ingest.batches import BatchStore
 from diary_platform.domain.ingest.claims import Claims
-from diary_platform.domain.ingest.landing import BatchLimits
+from diary_platform.domain.ingest.batching import BatchLimits
 from diary_platform.domain.audio.sandbox import SandboxLimits, SandboxPool
 from diary_platform.domain.catalog import Catalog
 from diary_platform.domain.notes.local import LocalNoteWriter
@@ -134,9 +134,14 @@ class NoteWriterResource(dg.ConfigurableResource):
 
 
 class LandingFolder(dg.ConfigurableResource):
+    """Where uploads land and when their batches close (batching.py): at `work_seconds` x `transcribe_speed`
+    seconds of estimated audio, or a cap."""
+
     landing_dir: str
     max_files: int
     max_bytes: int
+    work_seconds: float
+    transcribe_speed: float
     max_wait_seconds: float
     max_files_scanned: int
     max_bytes_hashed: int

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from diary_platform.domain.audio.sandbox import SandboxLimits
-from diary_platform.domain.ingest.landing import BatchLimits
+from diary_platform.domain.ingest.batching import GPU_BATCH_DEFAULTS, BatchLimits
 from diary_platform.domain.notes.llm_config import load_router_config
 from diary_platform.domain.speech.guards import GuardConfig
 from diary_platform.domain.speech.policy import TranscriptionPolicy, load_policy
@@ -71,6 +71,8 @@ VARIABLES: dict[str, tuple[tuple[str, ...], Callable[[str], Any] | None]] = {
     "DIARY_DECODE_WORKERS": (("decode_limits", "workers"), None),
     "DIARY_BATCH_MAX_FILES": (("batch_limits", "max_files"), None),
     "DIARY_BATCH_MAX_BYTES": (("batch_limits", "max_bytes"), None),
+    "DIARY_BATCH_WORK_SECONDS": (("batch_limits", "work_seconds"), None),
+    "DIARY_TRANSCRIBE_SPEED": (("batch_limits", "transcribe_speed"), None),
     "DIARY_BATCH_MAX_WAIT_SECONDS": (("batch_limits", "max_wait_seconds"), None),
     "DIARY_MODEL": (("transcriber", "model"), None),
     "DIARY_DEVICE": (("transcriber", "device"), None),
@@ -180,7 +182,7 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _derived_defaults(cls, values: dict[str, Any]) -> dict[str, Any]:
-        """Folders inside the data folder unless set; the GPU transcription defaults in the k8s environment."""
+        """Folders inside the data folder unless set; the GPU transcription and batch defaults in the k8s environment."""
         values = dict(values)
         data_dir = Path(values.get("data_dir") or "data").expanduser().resolve()
         values["data_dir"] = data_dir
@@ -188,4 +190,6 @@ class Settings(BaseSettings):
         values["dagster_home"] = Path(values.get("dagster_home") or data_dir / "dagster_home").expanduser().resolve()
         if values.get("environment") == "k8s" and not isinstance(values.get("transcriber"), TranscriberConfig):
             values["transcriber"] = {**GPU_DEFAULTS, **(values.get("transcriber") or {})}
+        if values.get("environment") == "k8s" and not isinstance(values.get("batch_limits"), BatchLimits):
+            values["batch_limits"] = {**GPU_BATCH_DEFAULTS, **(values.get("batch_limits") or {})}
         return values

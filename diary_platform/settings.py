@@ -52,6 +52,7 @@ VARIABLES: dict[str, tuple[tuple[str, ...], Callable[[str], Any] | None]] = {
     "DIARY_ENVIRONMENT": (("environment",), None),
     "DIARY_DATA_DIR": (("data_dir",), None),
     "DIARY_LANDING": (("landing_dir",), None),
+    "DIARY_LANDING_URI": (("landing_uri",), None),
     "DAGSTER_HOME": (("dagster_home",), None),
     "DIARY_STORAGE_URI": (("storage_uri",), None),
     "DIARY_GCS_PROJECT": (("gcs_project",), None),
@@ -135,6 +136,7 @@ class Settings(BaseSettings):
     environment: Literal["local", "k8s"] = "local"
     data_dir: Path = Path("data")
     landing_dir: Path
+    landing_uri: str = ""
     dagster_home: Path
     storage_uri: str = ""
     gcs_project: str = ""
@@ -160,6 +162,14 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
         return (init_settings, _Variables(settings_cls))
+
+    @field_validator("landing_uri")
+    @classmethod
+    def _landing_is_a_bucket(cls, uri: str) -> str:
+        """Unset: the landing folder. Set: a bucket and an optional prefix, where the bucket sensor looks."""
+        if uri and not (uri.startswith("gs://") and uri.removeprefix("gs://").split("/")[0]):
+            raise ValueError("expected gs://bucket[/prefix]")
+        return uri
 
     @field_validator("transcription_policy")
     @classmethod

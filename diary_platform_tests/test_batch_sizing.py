@@ -18,13 +18,13 @@ from diary_platform_tests.test_landing_sensor import Landing
 RATE = 8000  # 8 kHz, 8-bit mono: 8,000 bytes per second keeps the test files small
 
 
-def wav_bytes(seconds: float, rate: int = RATE, width: int = 1) -> bytes:
+def wav_bytes(seconds: float, rate: int = RATE, width: int = 1, fill: int = 0x80) -> bytes:
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(width)
         out.setframerate(rate)
-        out.writeframes(b"\x80" * int(seconds * rate) * width)
+        out.writeframes(bytes([fill]) * int(seconds * rate) * width)
     return buffer.getvalue()
 
 

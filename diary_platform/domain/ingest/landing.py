@@ -140,7 +140,7 @@ class TickResult:
     skips: Skips
 
 
-def _is_candidate_name(name: str) -> bool:
+def is_candidate_name(name: str) -> bool:
     """Hidden and temporary names are how uploaders mark files still being written."""
     return not name.startswith(".") and not name.endswith((".part", ".tmp", ".crdownload"))
 
@@ -160,7 +160,7 @@ def _walk_sorted(root: Path, relative: tuple[str, ...] = ()) -> Iterator[tuple[s
     except OSError:
         return
     for entry in entries:
-        if not _is_candidate_name(entry.name):
+        if not is_candidate_name(entry.name):
             continue
         if entry.is_dir(follow_symlinks=False):
             yield from _walk_sorted(root, (*relative, entry.name))
@@ -168,7 +168,7 @@ def _walk_sorted(root: Path, relative: tuple[str, ...] = ()) -> Iterator[tuple[s
             yield "/".join((*relative, entry.name)), entry
 
 
-def _user_of(relative_path: str) -> str:
+def user_of(relative_path: str) -> str:
     parts = relative_path.split("/")
     return parts[0] if len(parts) > 1 else DEFAULT_USER
 
@@ -277,7 +277,7 @@ class LandingScanner:
                 continue
             if relative_path in waiting_paths:
                 continue
-            key = LandingFileKey(_user_of(relative_path), relative_path, *observed)
+            key = LandingFileKey(user_of(relative_path), relative_path, *observed)
             if self.claims.file_taken(key):
                 continue
             if cursor.pending.get(relative_path) == observed:

@@ -158,9 +158,13 @@ def test_a_tick_lists_a_bounded_slice_and_later_sweeps_skip_objects_handled_befo
 
 def test_the_dagster_sensor_is_chosen_by_the_landing_uri_and_a_gs_upload_becomes_a_note(gcs_bucket, settings, monkeypatch):
     client, bucket = gcs_bucket
-    monkeypatch.setenv("DIARY_LANDING_URI", f"gs://{bucket.name}/landing")
-    from diary_platform.settings import Settings
+    from diary_platform.settings import ConfigurationError, Settings
 
+    for wrong in ("s3://bucket/landing", "gs://", "/data/landing"):
+        monkeypatch.setenv("DIARY_LANDING_URI", wrong)
+        with pytest.raises(ConfigurationError, match="DIARY_LANDING_URI: .*expected gs://bucket"):
+            Settings()
+    monkeypatch.setenv("DIARY_LANDING_URI", f"gs://{bucket.name}/landing")
     settings = Settings()
     sensors = {s.name for s in build_definitions(settings).sensors}
     assert "landing_bucket_sensor" in sensors and "landing_sensor" not in sensors

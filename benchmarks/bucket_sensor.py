@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from diary_platform.domain.ingest.batches import BatchStore  # noqa: E402
 from diary_platform.domain.ingest.batching import BatchLimits  # noqa: E402
-from diary_platform.domain.ingest.bucket import BucketCursor, BucketScanner  # noqa: E402
+from diary_platform.domain.ingest.bucket import BucketCursor, BucketScanner, ContentAliases  # noqa: E402
 from diary_platform.domain.ingest.claims import Claims, Owner  # noqa: E402
 from diary_platform.domain.ingest.landing import Intake, LandingCursor, LandingScanner  # noqa: E402
 from diary_platform.domain.ingest.recovery import BatchState  # noqa: E402
@@ -88,7 +88,10 @@ def _line(label: str, seconds: float, peak: int, detail: str) -> None:
 
 
 def bucket_ticks(client, bucket, root: Path, steady: int) -> None:
-    twins = [BucketScanner(client, f"gs://{bucket.name}/landing", _intake(root / name), BatchLimits()) for name in ("timed", "traced")]
+    twins = [
+        BucketScanner(client, f"gs://{bucket.name}/landing", _intake(root / name), ContentAliases(root / name / "aliases"), BatchLimits())
+        for name in ("timed", "traced")
+    ]
     cursor = BucketCursor()
 
     def tick(label: str | None) -> None:

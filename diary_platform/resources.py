@@ -17,7 +17,7 @@ from diary_platform.domain.ingest.batches import BatchStore
 from diary_platform.domain.ingest.claims import Claims
 from diary_platform.domain.ingest.landing import Intake
 from diary_platform.domain.ingest.batching import BatchLimits
-from diary_platform.domain.ingest.bucket import BucketScanner
+from diary_platform.domain.ingest.bucket import BucketScanner, ContentAliases
 from diary_platform.domain.audio.sandbox import SandboxLimits, SandboxPool
 from diary_platform.domain.catalog import Catalog
 from diary_platform.domain.notes.local import LocalNoteWriter
@@ -175,8 +175,9 @@ class LandingBucket(BatchSizing):
     landing_uri: str
     gcs_project: str
 
-    def scanner(self, intake: Intake) -> BucketScanner:
-        return BucketScanner(gcs_client(self.gcs_project), self.landing_uri, intake, self.limits())
+    def scanner(self, intake: Intake, data_dir: str) -> BucketScanner:
+        aliases = ContentAliases(Path(data_dir) / "state" / "content_aliases")
+        return BucketScanner(gcs_client(self.gcs_project), self.landing_uri, intake, aliases, self.limits())
 
 
 class PlatformPricing(dg.ConfigurableResource):

@@ -13,7 +13,7 @@ from diary_platform.resources import open_store
 from diary_platform.domain import stages
 from diary_platform.domain.ingest.batches import BatchStore
 from diary_platform.domain.ingest.batching import BatchLimits
-from diary_platform.domain.ingest.bucket import BucketCursor, BucketScanner
+from diary_platform.domain.ingest.bucket import BucketCursor, BucketScanner, ContentAliases
 from diary_platform.domain.ingest.claims import Claims, Owner
 from diary_platform.domain.ingest.landing import Intake
 from diary_platform.domain.ingest.recovery import BatchState
@@ -40,7 +40,8 @@ class BucketLanding:
         intake = Intake(self.batches, self.claims, Owner.this_process("sensor"), lambda key: BatchState.RUNNING)
         limits = BatchLimits(**{"max_wait_seconds": 0, **limits})
         # The emulator's clock is this machine's: no margin for skew, so the high-water mark is exact.
-        self.scanner = BucketScanner(self.client, f"gs://{self.bucket.name}/landing", intake, limits, clock_skew=timedelta(0))
+        landing_uri = f"gs://{self.bucket.name}/landing"
+        self.scanner = BucketScanner(self.client, landing_uri, intake, ContentAliases(root / "aliases"), limits, clock_skew=timedelta(0))
         self.cursor = BucketCursor()
 
     def upload(self, relative_path: str, content: bytes):

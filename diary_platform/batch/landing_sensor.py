@@ -71,7 +71,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, store: StoreResource, la
 def landing_bucket_sensor(context: dg.SensorEvaluationContext, store: StoreResource, landing_bucket: LandingBucket):
     telemetry.configure()
     now = datetime.now(timezone.utc)
-    scanner = landing_bucket.scanner(_intake(context, store, now))
+    scanner = landing_bucket.scanner(_intake(context, store, now), store.data_dir)
     with instruments.current().tracer.start_as_current_span("landing_bucket_sensor tick") as span:
         tick = scanner.tick(BucketCursor.from_json(context.cursor), now)
         span.set_attributes({"diary.objects_listed": tick.objects_listed, "diary.batches": len(tick.batches)})

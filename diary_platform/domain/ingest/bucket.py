@@ -87,7 +87,11 @@ class BucketTick:
 
 
 class ContentAliases:
-    """The sha256 of content seen before, by its MD5: one marker per MD5, written once, never changed."""
+    """The sha256 of content seen before, by its MD5: one marker per MD5, written once, never changed.
+
+    Only a saving (a duplicate is not read): losing the folder costs reads, never correctness, since
+    content is still claimed by its sha256; so it may live on a sensor's local disk.
+    """
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -128,7 +132,9 @@ class _Digest(io.RawIOBase):
 
 
 class BucketScanner:
-    def __init__(self, client: Any, landing_uri: str, intake: Intake, limits: BatchLimits, clock_skew: timedelta = CLOCK_SKEW):
+    def __init__(
+        self, client: Any, landing_uri: str, intake: Intake, aliases: ContentAliases, limits: BatchLimits, clock_skew: timedelta = CLOCK_SKEW
+    ):
         """`clock_skew`: how far this machine's clock may be ahead of the bucket's, for the high-water mark."""
         bucket_name, _, prefix = landing_uri.removeprefix("gs://").partition("/")
         self.client = client
@@ -136,7 +142,7 @@ class BucketScanner:
         self.name_prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         self.intake = intake
         self.claims = intake.claims
-        self.aliases = ContentAliases(intake.claims.root / "md5")
+        self.aliases = aliases
         self.limits = limits
         self.clock_skew = clock_skew
 

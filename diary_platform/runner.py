@@ -232,6 +232,7 @@ def retranscribe(settings: Settings, instance: dg.DagsterInstance, keys: list[st
     results = []
     for key in keys:
         manifest = runner.batches.read(key)
+        runner.register([manifest])  # its key may have left the partition set (batch/retention.py)
         job.execute_in_process(partition_key=key, instance=instance, run_config=QUIET, tags={**batch_run_tags("retranscribe", manifest), **process_tags(runner.owner)})
         results += runner.results_of(manifest, RETRANSCRIBED)
     return RunReport(results, time.perf_counter() - started)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from diary_platform.domain.audio.sandbox import SandboxLimits
@@ -72,6 +72,7 @@ VARIABLES: dict[str, tuple[tuple[str, ...], Callable[[str], Any] | None]] = {
     "DIARY_BATCH_MAX_FILES": (("batch_limits", "max_files"), None),
     "DIARY_BATCH_MAX_BYTES": (("batch_limits", "max_bytes"), None),
     "DIARY_BATCH_MAX_WAIT_SECONDS": (("batch_limits", "max_wait_seconds"), None),
+    "DIARY_PARTITION_RETENTION_DAYS": (("partition_retention_days",), None),
     "DIARY_MODEL": (("transcriber", "model"), None),
     "DIARY_DEVICE": (("transcriber", "device"), None),
     "DIARY_COMPUTE_TYPE": (("transcriber", "compute_type"), None),
@@ -147,6 +148,8 @@ class Settings(BaseSettings):
     llm_config: Path | None = None
     local_only: bool = False
     platform_prices_file: Path | None = None
+    # Days a batch's partition key stays in Dagster's partition set; 0 keeps every key (batch/retention.py).
+    partition_retention_days: int = Field(0, ge=0)
 
     def __init__(self, **values: Any) -> None:
         try:

@@ -9,6 +9,7 @@ from diary_platform.batch.process_batch import PROCESS_BATCH, RETRANSCRIBE, proc
 from diary_platform.batch.raw_audio import raw_audio_asset, raw_audio_schema
 from diary_platform.batch.recovery import recovery_sensor
 from diary_platform.batch.redrive import redrive_job, redriven_batches
+from diary_platform.batch.retention import retention_sensor
 from diary_platform.batch.transcripts import mean_log_probability, transcripts_asset, transcripts_schema
 from diary_platform.batch.validated_audio import quarantine_share, validated_audio_asset, validated_audio_schema
 from diary_platform.settings import Settings
@@ -21,6 +22,7 @@ CHECKS = [
     mean_log_probability,
     diary_notes_schema,
 ]
+
 
 def assets(settings: Settings) -> list[dg.AssetsDefinition]:
     return [
@@ -36,5 +38,6 @@ def definitions(settings: Settings) -> dg.Definitions:
         assets=assets(settings),
         asset_checks=CHECKS,
         jobs=[process_batch, redrive_job, retranscribe],
-        sensors=[landing_sensor, recovery_sensor, redriven_batches],
+        sensors=[landing_sensor, recovery_sensor, redriven_batches]
+        + ([retention_sensor(settings.partition_retention_days)] if settings.partition_retention_days else []),
     )

@@ -59,16 +59,16 @@ def _timed(work, repeat: int = 5) -> float:
     return statistics.median(times)
 
 
-def _materializations(keys: list[str]):
+def _materializations(keys: list[str], run_id: str):
     from dagster import AssetKey, AssetMaterialization
     from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
     from dagster._core.events.log import EventLogEntry
-    from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
+    from dagster._core.instance.utils import RUNLESS_JOB_NAME
 
     now = time.time()
     return [
         EventLogEntry(
-            user_message="", level=20, job_name=RUNLESS_JOB_NAME, run_id=RUNLESS_RUN_ID, error_info=None, timestamp=now,
+            user_message="", level=20, job_name=RUNLESS_JOB_NAME, run_id=run_id, error_info=None, timestamp=now,
             step_key=None,
             dagster_event=DagsterEvent(
                 event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value,
@@ -78,6 +78,20 @@ def _materializations(keys: list[str]):
         )
         for key in keys
     ]
+
+
+def _partition_bar(port: int, query: dict) -> None:
+    """The UI's query; an answer without the asset's partition stats (a code location that failed to load) stops the run."""
+    response = requests.post(f"http://127.0.0.1:{port}/graphql", json=query, timeout=600)
+    response.raise_for_status()
+    node = (response.json().get("data") or {}).get("assetNodeOrError") or {}
+    if "partitionStats" not in node:
+        raise SystemExit(f"the webserver did not answer with the asset's partitions: {response.text[:2000]}")
+
+
+def _day_run(day: int) -> str:
+    """The run id the synthetic events of one day carry, so that a day's history can go the way a run's does."""
+    return f"bench-day-{day:04d}"
 
 
 def _webserver(env: dict, port: int) -> subprocess.Popen:
@@ -110,6 +124,7 @@ def main() -> None:
     parser.add_argument("--per-day", type=int, default=28_800, help="batch partitions a day at full rate")
     parser.add_argument("--days", nargs="+", type=int, default=[1, 7, 30], help="checkpoint days")
     parser.add_argument("--retention-days", type=int, default=7, help="0 keeps every key")
+    parser.add_argument("--run-retention", action="store_true", help="also delete the expired days' events, as deleting their runs does")
     parser.add_argument("--port", type=int, default=3311)
     args = parser.parse_args()
 
@@ -131,8 +146,8 @@ def main() -> None:
     tick = max(1, round(args.per_day / 86_400 * 30))
     print(f"database {database}; {args.per_day} batch partitions a day, kept {args.retention_days or 'all'} days; "
           f"a 30 s sensor tick adds {tick}")
-    print(f"{'day':>4} {'live keys':>10} {'events':>10} {'add tick':>9} {'has':>8} {'list all':>9} {'materialized':>13} "
-          f"{'GraphQL bar':>12} {'refresh tick':>13} {'delete/key':>11} {'write/s':>8}")
+    print(f"{'day':>4} {'live keys':>10} {'events kept':>11} {'add tick':>9} {'has':>8} {'list all':>9} {'materialized':>13} "
+          f"{'GraphQL bar':>12} {'bar, new key':>14} {'refresh tick':>13} {'delete/key':>11} {'write/s':>8}")
     server = None
     stored = psycopg2.connect(**{**DSN, "dbname": database})
     stored.autocommit = True
@@ -144,7 +159,7 @@ def main() -> None:
                 for first in range(0, args.per_day, 5000):
                     keys = [f"{day:04d}-{i:06d}-bench" for i in range(first, min(first + 5000, args.per_day))]
                     instance.add_dynamic_partitions("batches", keys)
-                    instance.event_log_storage.store_event_batch(_materializations(keys))
+                    instance.event_log_storage.store_event_batch(_materializations(keys, _day_run(day)))
                     events += len(keys)
                 write_rate = args.per_day / max(time.perf_counter() - started, 1e-9)
                 if args.retention_days and day > args.retention_days:
@@ -152,6 +167,9 @@ def main() -> None:
                         "DELETE FROM dynamic_partitions WHERE partitions_def_name = 'batches' AND partition LIKE %s",
                         (f"{day - args.retention_days:04d}-%",),
                     )
+                    if args.run_retention:
+                        instance.event_log_storage.delete_events(_day_run(day - args.retention_days))
+                        events -= args.per_day
                 if day not in args.days:
                     continue
                 live = len(instance.get_dynamic_partitions("batches"))
@@ -163,15 +181,17 @@ def main() -> None:
                 if server is None:
                     server = _webserver(env, args.port)
                 query = {"query": STATUS_QUERY, "variables": {"key": {"path": ["diary_notes"]}}}
-                graphql = _timed(lambda: requests.post(f"http://127.0.0.1:{args.port}/graphql", json=query, timeout=600).raise_for_status(), 3)
+                bar = lambda: _partition_bar(args.port, query)
+                graphql = _timed(bar, 3)
+                changed = _timed(lambda: (instance.add_dynamic_partitions("batches", [f"tick-{next(counter)}-0"]), bar()), 3)
                 refresh = _timed(lambda: _refresh_tick(instance, defs), 3)
                 ticks = [f"tick-{i}-{j}" for i in range(next(counter)) for j in range(tick)][:200]
                 started = time.perf_counter()
                 for key in ticks:
                     instance.delete_dynamic_partition("batches", key)
                 delete = (time.perf_counter() - started) / max(len(ticks), 1)
-                print(f"{day:>4} {live:>10} {events:>10} {add * 1000:>7.1f}ms {has * 1000:>6.2f}ms {listing:>8.2f}s "
-                      f"{materialized:>12.2f}s {graphql:>11.2f}s {refresh * 1000:>11.1f}ms {delete * 1000:>9.2f}ms "
+                print(f"{day:>4} {live:>10} {events:>11} {add * 1000:>7.1f}ms {has * 1000:>6.2f}ms {listing:>8.2f}s "
+                      f"{materialized:>12.2f}s {graphql:>11.2f}s {changed:>13.2f}s {refresh * 1000:>11.1f}ms {delete * 1000:>9.2f}ms "
                       f"{write_rate:>8.0f}", flush=True)
     finally:
         stored.close()

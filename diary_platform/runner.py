@@ -175,7 +175,7 @@ class BatchRunner:
         self.store = open_store(settings)
         self.catalog = Catalog(self.store)
         self.batches = BatchStore(self.store.batches_root)
-        self.recovery = recovery_for(instance, self.batches)
+        self.recovery = recovery_for(instance, self.batches, Catalog(self.store))
         self.intake = Intake(self.batches, Claims(self.store.claims_root), self.owner, self._state)
         self.job = build_definitions(settings).resolve_job_def(PROCESS_BATCH)
 

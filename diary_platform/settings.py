@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from diary_platform.domain.audio.sandbox import SandboxLimits
 from diary_platform.domain.ingest.landing import BatchLimits
+from diary_platform.domain.ingest.recovery import RECOVERY_WINDOW
 from diary_platform.domain.notes.llm_config import load_router_config
 from diary_platform.domain.speech.guards import GuardConfig
 from diary_platform.domain.speech.policy import TranscriptionPolicy, load_policy
@@ -148,7 +149,7 @@ class Settings(BaseSettings):
     llm_config: Path | None = None
     local_only: bool = False
     platform_prices_file: Path | None = None
-    # Days a batch's partition key stays in Dagster's partition set; 0 keeps every key (batch/retention.py).
+    # Days a batch's partition key and runs stay in Dagster; 0 keeps them all (batch/retention.py).
     partition_retention_days: int = Field(0, ge=0)
 
     def __init__(self, **values: Any) -> None:
@@ -171,6 +172,14 @@ class Settings(BaseSettings):
 
     def policy(self) -> TranscriptionPolicy:
         return load_policy(self.transcription_policy, self.transcriber)
+
+    @field_validator("partition_retention_days")
+    @classmethod
+    def _retention_outlasts_recovery(cls, days: int) -> int:
+        """A batch recovery may still resume must keep its runs: they say whether it is done."""
+        if 0 < days <= RECOVERY_WINDOW.days:
+            raise ValueError(f"keep batches longer than recovery's window of {RECOVERY_WINDOW.days} days, or 0 to keep them all")
+        return days
 
     @field_validator("llm_config")
     @classmethod

@@ -49,7 +49,7 @@ def test_the_redrive_job_makes_a_batch_of_the_selection_and_the_sensor_runs_it(s
     key = run.tags[REDRIVEN_BATCH_TAG]
     assert _batches(settings) == sorted([*before, key]) and instance.has_dynamic_partition("batches", key)
     store = open_store(settings)
-    recovery = recovery_for(instance, BatchStore(store.batches_root))
+    recovery = recovery_for(instance, BatchStore(store.batches_root), Catalog(store))
     assert recovery.state(key, datetime.now(timezone.utc)) is BatchState.RUNNING, "handed over: recovery leaves it alone"
 
     [entry] = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)

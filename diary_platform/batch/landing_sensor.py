@@ -22,7 +22,7 @@ from diary_platform.resources import LandingFolder, StoreResource
 def landing_sensor(context: dg.SensorEvaluationContext, store: StoreResource, landing: LandingFolder):
     telemetry.configure()
     now = datetime.now(timezone.utc)
-    recovery = recovery_for(context.instance, store.batches)
+    recovery = recovery_for(context.instance, store.batches, store.catalog)
     intake = Intake(store.batches, store.claims, Owner.this_process(SENSOR_ROLE), lambda key: recovery.state(key, now))
     scanner = LandingScanner(landing.root, intake, landing.limits())
     with instruments.current().tracer.start_as_current_span("landing_sensor tick") as span:

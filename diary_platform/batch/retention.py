@@ -1,23 +1,31 @@
-"""Batch partition keys older than `DIARY_PARTITION_RETENTION_DAYS` leave Dagster's partition set.
+"""Batches older than `DIARY_PARTITION_RETENTION_DAYS` leave Dagster: their partition keys and finished runs.
 
-Every read of the whole set grows with it: the asset page's partition bar, the backfill dialog, listing
-keys (docs/scale.md measures about 13 µs per key for the bar). At full rate a year of batches would
-make those reads take minutes, so old keys go. What they named stays: the tables, transcripts and notes
-in storage, the manifests, the daily digests and cost reports that summarise them, and the event log's
-materializations (Dagster keeps those; the catalog reads storage, not partitions). Re-running an old
-batch (`diary stale --rerun`, recovery) adds its key again.
+Every read of a batch asset's whole partition set grows with the keys (the partition bar, the backfill
+dialog, listing keys), and the asset page's status rebuilds from the whole materialization history
+whenever a key was added since the last look, which at full rate is always (docs/scale.md measures
+both). So at full rate a year of batches would make the asset pages take a minute, and old batches
+go: first their keys, then their finished runs with the runs' events.
+
+What they named stays: the tables, transcripts and notes in storage, the manifests and claims, the
+daily digests and cost reports that summarise them. A batch whose runs are gone is done when its notes
+table is stored (`batch_runs` in recovery.py reads storage then). Re-running an old batch (`diary stale
+--rerun`, recovery) adds its key again. The retention must outlast recovery's window (Settings checks),
+so that no batch recovery might still resume loses its record.
 """
 
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+from dagster._core.storage.dagster_run import FINISHED_STATUSES
 
+from diary_platform.batch.process_batch import PROCESS_BATCH, RETRANSCRIBE
 from diary_platform.domain.ingest.batches import batch_time
-from diary_platform.partitions import BATCHES, batch_partitions
+from diary_platform.partitions import BATCHES
 
-# Each deletion is one statement (about 14 ms on Postgres, docs/scale.md); a tick deletes at most this many,
-# oldest first: 24,000 an hour, against the 1,200 batches an hour made at full rate.
-MAX_DELETED_PER_TICK = 2000
+# Each key or run is a statement or two (about 18 ms a key on Postgres, docs/scale.md); an hourly run
+# retires at most this many of each, oldest first: 20,000 an hour against 1,200 batches an hour at full rate.
+MAX_RETIRED_PER_RUN = 20_000
+BATCH_JOBS = (PROCESS_BATCH, RETRANSCRIBE)
 
 
 def expired(keys: list[str], now: datetime, retention: timedelta) -> list[str]:
@@ -33,19 +41,35 @@ def expired(keys: list[str], now: datetime, retention: timedelta) -> list[str]:
     return [key for key in keys if made_before(key, cutoff)]
 
 
-def retention_sensor(days: int) -> dg.SensorDefinition:
-    @dg.sensor(
-        name="batch_partition_retention",
-        minimum_interval_seconds=300,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Removes batch partition keys older than {days} days (their data stays in storage).",
-    )
-    def batch_partition_retention(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        oldest = context.instance.get_paginated_dynamic_partitions(BATCHES, limit=MAX_DELETED_PER_TICK, ascending=True)
-        keys = expired(list(oldest.results), datetime.now(timezone.utc), timedelta(days=days))
-        return dg.SensorResult(
-            dynamic_partitions_requests=[batch_partitions.build_delete_request(keys)] if keys else [],
-            skip_reason=None if keys else f"no batch key older than {days} days",
-        )
+def retire_batches(instance: dg.DagsterInstance, retention: timedelta, now: datetime, limit: int = MAX_RETIRED_PER_RUN) -> tuple[int, int]:
+    """Delete the oldest expired batch keys and finished batch runs, at most `limit` of each: (keys, runs)."""
+    oldest = instance.get_paginated_dynamic_partitions(BATCHES, limit=limit, ascending=True)
+    keys = expired(list(oldest.results), now, retention)
+    for key in keys:
+        instance.delete_dynamic_partition(BATCHES, key)
+    runs = 0
+    for job in BATCH_JOBS:
+        finished = dg.RunsFilter(job_name=job, statuses=list(FINISHED_STATUSES), created_before=now - retention)
+        for record in instance.get_run_records(filters=finished, limit=limit - runs, ascending=True):
+            instance.delete_run(record.dagster_run.run_id)
+            runs += 1
+    return len(keys), runs
 
-    return batch_partition_retention
+
+def retention_definitions(days: int) -> dg.Definitions:
+    """The retention job and its hourly schedule (Settings refuses a retention within recovery's window)."""
+
+    @dg.op(name="retire_old_batches", description=f"Deletes the partition keys and finished runs of batches older than {days} days.")
+    def retire_old_batches(context: dg.OpExecutionContext) -> None:
+        keys, runs = retire_batches(context.instance, timedelta(days=days), datetime.now(timezone.utc))
+        context.log.info(f"retired {keys} batch partition keys and {runs} finished batch runs older than {days} days")
+
+    @dg.job(name="batch_retention", description=f"Batches older than {days} days leave Dagster; their data stays in storage.")
+    def batch_retention():
+        retire_old_batches()
+
+    schedule = dg.ScheduleDefinition(
+        name="batch_retention_hourly", job=batch_retention, cron_schedule="15 * * * *",
+        default_status=dg.DefaultScheduleStatus.RUNNING, execution_timezone="UTC",
+    )
+    return dg.Definitions(jobs=[batch_retention], schedules=[schedule])

@@ -244,8 +244,11 @@ def test_migrations_run_once_in_order_however_many_processes_start_together(work
     assert tables["versions"] == list(range(1, len(later) + 1)) and tables["breaker_columns"][-1] == "last_failure"
 
 
-def test_instance_setup_creates_the_tables_of_a_postgres_instance_and_running_it_again_changes_nothing(tmp_path, postgres_database, monkeypatch):
+def test_instance_setup_creates_the_tables_of_a_postgres_instance_whose_sensor_then_keeps_its_state_there(tmp_path, postgres_database, monkeypatch):
+    from diary_platform.batch.landing_sensor import landing_sensor
     from diary_platform.cli import app
+    from diary_platform.definitions import build_resources
+    from diary_platform.settings import Settings
 
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -254,7 +257,7 @@ def test_instance_setup_creates_the_tables_of_a_postgres_instance_and_running_it
     env = {
         "DAGSTER_HOME": str(home), "DIARY_DATA_DIR": str(tmp_path / "data"), "DAGSTER_PG_HOST": database["host"],
         "DAGSTER_PG_PORT": str(database["port"]), "DAGSTER_PG_DB": database["dbname"], "DAGSTER_PG_USER": database["user"],
-        "DAGSTER_PG_PASSWORD": "trust-auth-ignores-it",
+        "DAGSTER_PG_PASSWORD": "trust-auth-ignores-it", "DIARY_BATCH_MAX_WAIT_SECONDS": "0",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -264,11 +267,26 @@ def test_instance_setup_creates_the_tables_of_a_postgres_instance_and_running_it
         assert f"/{database['dbname']}, schema version {state_db.SCHEMA_VERSION}" in result.output
     assert _tables(database)["versions"] == list(range(1, state_db.SCHEMA_VERSION + 1))
 
+    settings = Settings()
+    upload = settings.landing_dir / "alice" / "memo.wav"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"not audio, but content all the same")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         derived = shared_state_url("", instance)
         assert derived.startswith("postgresql+psycopg2://") and derived.endswith(f"/{database['dbname']}")
         assert shared_state_url("postgresql://elsewhere/state", instance) == "postgresql://elsewhere/state"
+        cursor = None
+        for _ in range(2):  # the first tick sees the upload settling, the second takes it
+            with dg.build_sensor_context(instance=instance, cursor=cursor, resources=build_resources(settings)) as context:
+                tick = landing_sensor(context)
+            cursor = tick.cursor
+        [request] = tick.run_requests
+    with psycopg2.connect(**database) as connection, connection.cursor() as rows:
+        rows.execute("SELECT batch_key FROM diary_batches UNION ALL SELECT batch_key FROM diary_content_claims"
+                     " UNION ALL SELECT batch_key FROM diary_taken_files UNION ALL SELECT batch_key FROM diary_batch_leases")
+        assert rows.fetchall() == [(request.partition_key,)] * 4
+    assert [path.name for path in settings.data_dir.iterdir()] == ["landing"], "nothing of the state in the data folder"
+
     with dg.DagsterInstance.ephemeral() as local:
         assert shared_state_url("", local) is None, "an instance without Postgres keeps the state in files"
     assert shared_state_url("", None) is None
-    assert not (tmp_path / "data" / "batches").exists()

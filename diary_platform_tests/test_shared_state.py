@@ -232,14 +232,13 @@ def _tables(database: dict) -> dict[str, list]:
 
 def test_migrations_run_once_in_order_however_many_processes_start_together(workers, tmp_path, postgres_database, monkeypatch):
     url = _url(postgres_database)
-    assert _race(workers, (tmp_path, None), _migrate, url) == [state_db.SCHEMA_VERSION] * WORKERS
-    assert _tables(postgres_database)["versions"] == list(range(1, state_db.SCHEMA_VERSION + 1))
+    assert _race(workers, (tmp_path, None), _migrate, url) == [len(state_db.MIGRATIONS)] * WORKERS
+    assert _tables(postgres_database)["versions"] == list(range(1, len(state_db.MIGRATIONS) + 1))
 
     later = (*state_db.MIGRATIONS, ("ALTER TABLE diary_breakers ADD COLUMN IF NOT EXISTS last_failure text",))
     monkeypatch.setattr(state_db, "MIGRATIONS", later)
-    monkeypatch.setattr(state_db, "SCHEMA_VERSION", len(later))
     database = state_db.StateDatabase(url)
-    assert database.migrate() == database.migrate() == database.schema_version() == len(later)
+    assert database.migrate() == database.migrate() == len(later)
     tables = _tables(postgres_database)
     assert tables["versions"] == list(range(1, len(later) + 1)) and tables["breaker_columns"][-1] == "last_failure"
 
@@ -264,8 +263,8 @@ def test_instance_setup_creates_the_tables_of_a_postgres_instance_whose_sensor_t
     for _ in range(2):
         result = CliRunner().invoke(app, ["instance-setup"])
         assert result.exit_code == 0, result.output
-        assert f"/{database['dbname']}, schema version {state_db.SCHEMA_VERSION}" in result.output
-    assert _tables(database)["versions"] == list(range(1, state_db.SCHEMA_VERSION + 1))
+        assert f"/{database['dbname']}, schema version {len(state_db.MIGRATIONS)}" in result.output
+    assert _tables(database)["versions"] == list(range(1, len(state_db.MIGRATIONS) + 1))
 
     settings = Settings()
     upload = settings.landing_dir / "alice" / "memo.wav"

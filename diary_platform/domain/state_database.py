@@ -64,7 +64,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
     ),
 )
-SCHEMA_VERSION = len(MIGRATIONS)
 # Any constant both sides agree on: the key of the advisory lock that serializes migrations.
 _MIGRATION_LOCK = 0x6469617279
 
@@ -100,11 +99,6 @@ class StateDatabase:
         with self.transaction() as connection:
             return list(connection.execute(text(sql), params))
 
-    def schema_version(self) -> int:
-        with self.transaction() as connection:
-            exists = connection.execute(text("SELECT to_regclass('diary_schema_version') IS NOT NULL")).scalar_one()
-            return connection.execute(text("SELECT coalesce(max(version), 0) FROM diary_schema_version")).scalar_one() if exists else 0
-
     def migrate(self) -> int:
         """Apply the migrations this database lacks, in order; the schema version after."""
         with self.transaction() as connection:
@@ -117,7 +111,7 @@ class StateDatabase:
                 for statement in statements:
                     connection.execute(text(statement))
                 connection.execute(text("INSERT INTO diary_schema_version (version) VALUES (:version)"), {"version": version})
-            return max(current, SCHEMA_VERSION)
+            return max(current, len(MIGRATIONS))
 
 
 _open: dict[str, StateDatabase] = {}

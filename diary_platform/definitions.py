@@ -26,16 +26,16 @@ def _text(path) -> str | None:
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """The resources every slice shares, configured from `settings`."""
-    store = StoreResource(data_dir=str(settings.data_dir), storage_uri=settings.storage_uri, gcs_project=settings.gcs_project)
+    store = StoreResource(
+        data_dir=str(settings.data_dir), storage_uri=settings.storage_uri, gcs_project=settings.gcs_project, state_url=settings.state_url
+    )
     return {
         "store": store,
         "io_manager": ParquetIOManager(store=store),
         "decode_limits": DecodeLimits(**asdict(settings.decode_limits)),
         "whisper": WhisperTranscriber(**asdict(settings.transcriber), policy_file=_text(settings.transcription_policy)),
         "guards": TranscriptGuards(**asdict(settings.guards)),
-        "note_writer": NoteWriterResource(
-            llm_config=_text(settings.llm_config), local_only=settings.local_only, state_dir=str(settings.data_dir / "state")
-        ),
+        "note_writer": NoteWriterResource(llm_config=_text(settings.llm_config), local_only=settings.local_only, store=store),
         "landing": LandingFolder(landing_dir=str(settings.landing_dir), **asdict(settings.batch_limits)),
         "pricing": PlatformPricing(
             prices_file=_text(settings.platform_prices_file), transcribes_on_gpu=settings.transcriber.device.startswith("cuda")

@@ -56,6 +56,7 @@ VARIABLES: dict[str, tuple[tuple[str, ...], Callable[[str], Any] | None]] = {
     "DAGSTER_HOME": (("dagster_home",), None),
     "DIARY_STORAGE_URI": (("storage_uri",), None),
     "DIARY_GCS_PROJECT": (("gcs_project",), None),
+    "DIARY_STATE_URL": (("state_url",), None),
     "DIARY_WARM_AFTER_DAYS": (("tiering", "warm_after_days"), None),
     "DIARY_COLD_AFTER_DAYS": (("tiering", "cold_after_days"), None),
     "DIARY_DELETE_ORIGINALS_AFTER_DAYS": (("tiering", "delete_originals_after_days"), None),
@@ -138,6 +139,7 @@ class Settings(BaseSettings):
     dagster_home: Path
     storage_uri: str = ""
     gcs_project: str = ""
+    state_url: str = ""
     tiering: TieringPolicy = TieringPolicy()
     kubernetes: KubernetesSettings = KubernetesSettings()
     pool_slots: PoolSlots = PoolSlots()

@@ -3,7 +3,6 @@ reads as done, so its content dropped again is a duplicate, not new work."""
 
 from datetime import datetime, timedelta, timezone
 
-import dagster as dg
 import pytest
 
 from diary_platform.batch.retention import expired, retire_batches

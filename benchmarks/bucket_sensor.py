@@ -32,10 +32,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from diary_platform.domain.ingest.batches import BatchStore  # noqa: E402
+from diary_platform.domain.ingest.batches import FileBatchStore  # noqa: E402
 from diary_platform.domain.ingest.batching import BatchLimits  # noqa: E402
 from diary_platform.domain.ingest.bucket import BucketCursor, BucketScanner, ContentAliases  # noqa: E402
-from diary_platform.domain.ingest.claims import Claims, Owner  # noqa: E402
+from diary_platform.domain.ingest.claims import FileClaims, Owner  # noqa: E402
 from diary_platform.domain.ingest.landing import Intake, LandingCursor, LandingScanner  # noqa: E402
 from diary_platform.domain.ingest.recovery import BatchState  # noqa: E402
 
@@ -68,7 +68,7 @@ def _name(index: int) -> str:
 
 
 def _intake(state: Path) -> Intake:
-    return Intake(BatchStore(state / "batches"), Claims(state / "claims"), Owner.this_process("sensor"), lambda key: BatchState.RUNNING)
+    return Intake(FileBatchStore(state / "batches"), FileClaims(state / "claims"), Owner.this_process("sensor"), lambda key: BatchState.RUNNING)
 
 
 def _measure(tick, cursor, now):

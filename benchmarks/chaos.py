@@ -31,7 +31,7 @@ import dagster as dg
 import polars as pl
 
 from diary_platform.domain.catalog import DIARY_NOTES, TRANSCRIPTS, Catalog
-from diary_platform.domain.ingest.batches import BatchStore
+from diary_platform.domain.shared_state import open_shared_state
 from diary_platform.domain.store.layout import DataStore
 
 DIARY = str(Path(sys.executable).parent / "diary")
@@ -55,7 +55,7 @@ def census(data_dir: Path, home: Path, recordings: set[str]) -> dict:
             noted[row["recording_id"]] = noted.get(row["recording_id"], 0) + 1
     transcribed = {row["recording_id"] for key in catalog.keys(TRANSCRIPTS) for row in catalog.batch(TRANSCRIPTS, key).iter_rows(named=True)}
     once = {r for r in recordings if noted.get(r) == 1 and r in transcribed and (data_dir / "hot" / "transcripts" / f"{r}.txt").exists()}
-    batches = BatchStore(data_dir / "batches")
+    batches = open_shared_state(data_dir).batches
     claim_batches = {json.loads(p.read_text())["batch"] for p in (data_dir / "claims" / "content").rglob("*.json")}
     with dg.DagsterInstance.from_config(str(home)) as instance:
         unfinished = [r.run_id for r in instance.get_runs() if r.status not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)]

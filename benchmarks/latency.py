@@ -30,7 +30,7 @@ import dagster as dg
 import numpy as np
 
 from diary_platform.domain.catalog import DIARY_NOTES
-from diary_platform.domain.ingest.batches import BatchStore
+from diary_platform.domain.shared_state import open_shared_state
 from diary_platform.domain.store.hashing import recording_id_for
 
 DIARY = str(Path(sys.executable).parent / "diary")
@@ -74,7 +74,7 @@ class Platform:
         self.data = root / "data"
         self.env = {**os.environ, "DIARY_DATA_DIR": str(self.data), "DAGSTER_HOME": str(self.data / "dagster_home")}
         self.landing = self.data / "landing"
-        self.batches = BatchStore(self.data / "batches")
+        self.batches = open_shared_state(self.data).batches
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 180) -> float:

@@ -1,19 +1,22 @@
-"""How today's partition scheme (one dynamic partition per batch) behaves as partitions pile up, on Postgres.
+"""Whether the batch partition scheme holds for a year at full rate, on Postgres.
 
-A fresh database on the local Postgres gets the production instance (deploy/dagster.yaml). Batch
-partitions and their `diary_notes` materializations are written in bulk through the instance's storage
-(synthetic events, no audio), up to each checkpoint, and at each checkpoint this times what the
-platform and the UI do: a sensor tick adding the partitions of 30 s at full rate, `has_dynamic_partition`,
-listing every partition, the materialized partitions of an asset, and the GraphQL query behind the asset
-page's partition bar and the backfill dialog (`assetPartitionStatuses`, `partitionStats`) through a real
-`dagster-webserver`, and the automation daemon's tick: the platform's automation conditions (today's cost
-report and digest, which depend on the batch assets) evaluated from scratch and then from the first
-evaluation's cursor, as the daemon's consecutive ticks do.
+A fresh database on the local Postgres gets the production instance (deploy/dagster.yaml). Day by day,
+the batch partitions of a day at full rate and their `diary_notes` materializations are written in bulk
+through the instance's storage (synthetic events, no audio); keys older than the retention leave the
+partition set (batch/retention.py; in bulk here, with the storage's own delete statement, while the
+per-key cost of the API the sensor uses is timed separately). On each checkpoint day this times what
+the platform and the UI do: a landing-sensor tick adding the partitions of 30 s at full rate,
+`has_dynamic_partition`, listing every live key, the materialized partitions of the asset (the whole
+event history), the GraphQL query behind the asset page's partition bar and the backfill dialog
+(`assetPartitionStatuses`, `partitionStats`) through a real `dagster-webserver`, a tick of
+`todays_refresh` (what replaced the automation conditions over every batch partition), and deleting keys
+through `delete_dynamic_partition`.
 
-At 10,000 audio hours per hour of 5-minute recordings in batches of 16 there are 7,500 batches per
-hour: 180,000 partitions a day, 5.4 million a month, 65.7 million a year.
+At 10,000 audio hours per hour, batches closed at 600 s of GPU work at an assumed 50x real time
+(30,000 audio seconds, 100 five-minute recordings) make 1,200 batches an hour, 28,800 a day; 16-file
+batches made 180,000 a day (`--per-day 180000 --retention-days 0` measures that scheme).
 
-    python benchmarks/partition_scale.py [--checkpoints 10000 50000 180000] [--per-second 2.08]
+    python benchmarks/partition_scale.py [--per-day 28800] [--days 1 7 30] [--retention-days 7]
 """
 
 import argparse
@@ -56,16 +59,16 @@ def _timed(work, repeat: int = 5) -> float:
     return statistics.median(times)
 
 
-def _materializations(keys: list[str]):
+def _materializations(keys: list[str], run_id: str):
     from dagster import AssetKey, AssetMaterialization
     from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
     from dagster._core.events.log import EventLogEntry
-    from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
+    from dagster._core.instance.utils import RUNLESS_JOB_NAME
 
     now = time.time()
     return [
         EventLogEntry(
-            user_message="", level=20, job_name=RUNLESS_JOB_NAME, run_id=RUNLESS_RUN_ID, error_info=None, timestamp=now,
+            user_message="", level=20, job_name=RUNLESS_JOB_NAME, run_id=run_id, error_info=None, timestamp=now,
             step_key=None,
             dagster_event=DagsterEvent(
                 event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value,
@@ -75,6 +78,20 @@ def _materializations(keys: list[str]):
         )
         for key in keys
     ]
+
+
+def _partition_bar(port: int, query: dict) -> None:
+    """The UI's query; an answer without the asset's partition stats (a code location that failed to load) stops the run."""
+    response = requests.post(f"http://127.0.0.1:{port}/graphql", json=query, timeout=600)
+    response.raise_for_status()
+    node = (response.json().get("data") or {}).get("assetNodeOrError") or {}
+    if "partitionStats" not in node:
+        raise SystemExit(f"the webserver did not answer with the asset's partitions: {response.text[:2000]}")
+
+
+def _day_run(day: int) -> str:
+    """The run id the synthetic events of one day carry, so that a day's history can go the way a run's does."""
+    return f"bench-day-{day:04d}"
 
 
 def _webserver(env: dict, port: int) -> subprocess.Popen:
@@ -93,10 +110,21 @@ def _webserver(env: dict, port: int) -> subprocess.Popen:
     raise SystemExit("dagster-webserver did not start within 180 s")
 
 
+def _refresh_tick(instance, defs) -> None:
+    import dagster as dg
+
+    from diary_platform.daily.todays_refresh import todays_refresh
+
+    with dg.build_sensor_context(instance=instance, definitions=defs) as context:
+        todays_refresh.evaluate_tick(context)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoints", nargs="+", type=int, default=[10_000, 50_000, 180_000])
-    parser.add_argument("--per-second", type=float, default=7500 / 3600, help="batches per second at full rate")
+    parser.add_argument("--per-day", type=int, default=28_800, help="batch partitions a day at full rate")
+    parser.add_argument("--days", nargs="+", type=int, default=[1, 7, 30], help="checkpoint days")
+    parser.add_argument("--retention-days", type=int, default=7, help="0 keeps every key")
+    parser.add_argument("--run-retention", action="store_true", help="also delete the expired days' events, as deleting their runs does")
     parser.add_argument("--port", type=int, default=3311)
     args = parser.parse_args()
 
@@ -111,44 +139,62 @@ def main() -> None:
     os.environ.update(env)
     import dagster as dg
 
-    tick = max(1, round(args.per_second * 30))
-    print(f"database {database}; a 30 s sensor tick at full rate adds {tick} partitions")
     from diary_platform.definitions import build_definitions
     from diary_platform.settings import Settings
 
     defs = build_definitions(Settings())
-    print(f"{'partitions':>10} {'add tick':>9} {'has':>8} {'list all':>9} {'materialized':>13} {'GraphQL bar':>12} "
-          f"{'automation 1st':>15} {'next tick':>10} {'write/s':>8}")
+    tick = max(1, round(args.per_day / 86_400 * 30))
+    print(f"database {database}; {args.per_day} batch partitions a day, kept {args.retention_days or 'all'} days; "
+          f"a 30 s sensor tick adds {tick}")
+    print(f"{'day':>4} {'live keys':>10} {'events kept':>11} {'add tick':>9} {'has':>8} {'list all':>9} {'materialized':>13} "
+          f"{'GraphQL bar':>12} {'bar, new key':>14} {'refresh tick':>13} {'delete/key':>11} {'write/s':>8}")
     server = None
+    stored = psycopg2.connect(**{**DSN, "dbname": database})
+    stored.autocommit = True
     try:
         with dg.DagsterInstance.get() as instance:
-            made = 0
-            for checkpoint in args.checkpoints:
-                started, before = time.perf_counter(), made
-                while made < checkpoint:
-                    keys = [f"{made + i:09d}-bench" for i in range(min(5000, checkpoint - made))]
+            events = 0
+            for day in range(1, max(args.days) + 1):
+                started = time.perf_counter()
+                for first in range(0, args.per_day, 5000):
+                    keys = [f"{day:04d}-{i:06d}-bench" for i in range(first, min(first + 5000, args.per_day))]
                     instance.add_dynamic_partitions("batches", keys)
-                    instance.event_log_storage.store_event_batch(_materializations(keys))
-                    made += len(keys)
-                write_rate = (made - before) / max(time.perf_counter() - started, 1e-9)
+                    instance.event_log_storage.store_event_batch(_materializations(keys, _day_run(day)))
+                    events += len(keys)
+                write_rate = args.per_day / max(time.perf_counter() - started, 1e-9)
+                if args.retention_days and day > args.retention_days:
+                    stored.cursor().execute(
+                        "DELETE FROM dynamic_partitions WHERE partitions_def_name = 'batches' AND partition LIKE %s",
+                        (f"{day - args.retention_days:04d}-%",),
+                    )
+                    if args.run_retention:
+                        instance.event_log_storage.delete_events(_day_run(day - args.retention_days))
+                        events -= args.per_day
+                if day not in args.days:
+                    continue
+                live = len(instance.get_dynamic_partitions("batches"))
                 counter = iter(range(10**9))
                 add = _timed(lambda: instance.add_dynamic_partitions("batches", [f"tick-{next(counter)}-{i}" for i in range(tick)]))
-                has = _timed(lambda: instance.has_dynamic_partition("batches", f"{checkpoint // 2:09d}-bench"), 20)
+                has = _timed(lambda: instance.has_dynamic_partition("batches", f"{day:04d}-{args.per_day // 2:06d}-bench"), 20)
                 listing = _timed(lambda: instance.get_dynamic_partitions("batches"), 3)
                 materialized = _timed(lambda: instance.get_materialized_partitions(dg.AssetKey("diary_notes")), 3)
                 if server is None:
                     server = _webserver(env, args.port)
                 query = {"query": STATUS_QUERY, "variables": {"key": {"path": ["diary_notes"]}}}
-                graphql = _timed(lambda: requests.post(f"http://127.0.0.1:{args.port}/graphql", json=query, timeout=600).raise_for_status(), 3)
+                bar = lambda: _partition_bar(args.port, query)
+                graphql = _timed(bar, 3)
+                changed = _timed(lambda: (instance.add_dynamic_partitions("batches", [f"tick-{next(counter)}-0"]), bar()), 3)
+                refresh = _timed(lambda: _refresh_tick(instance, defs), 3)
+                ticks = [f"tick-{i}-{j}" for i in range(next(counter)) for j in range(tick)][:200]
                 started = time.perf_counter()
-                first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
-                automation = time.perf_counter() - started
-                started = time.perf_counter()
-                dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
-                next_tick = time.perf_counter() - started
-                print(f"{checkpoint:>10} {add * 1000:>7.1f}ms {has * 1000:>6.2f}ms {listing:>8.2f}s {materialized:>12.2f}s "
-                      f"{graphql:>11.2f}s {automation:>14.2f}s {next_tick:>9.2f}s {write_rate:>8.0f}", flush=True)
+                for key in ticks:
+                    instance.delete_dynamic_partition("batches", key)
+                delete = (time.perf_counter() - started) / max(len(ticks), 1)
+                print(f"{day:>4} {live:>10} {events:>11} {add * 1000:>7.1f}ms {has * 1000:>6.2f}ms {listing:>8.2f}s "
+                      f"{materialized:>12.2f}s {graphql:>11.2f}s {changed:>13.2f}s {refresh * 1000:>11.1f}ms {delete * 1000:>9.2f}ms "
+                      f"{write_rate:>8.0f}", flush=True)
     finally:
+        stored.close()
         if server is not None:
             server.terminate()
             server.wait(30)

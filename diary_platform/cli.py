@@ -189,13 +189,14 @@ def quarantine_list(
 ) -> None:
     """Recordings whose latest attempt was rejected, with the reason and a message a person understands."""
     from diary_platform.domain.catalog import Catalog
-    from diary_platform.domain.ingest.batches import BatchStore
     from diary_platform.domain.ingest.quarantine import list_quarantine
-    from diary_platform.resources import open_store
+    from diary_platform.resources import open_state, open_store
+    from diary_platform.runner import dagster_instance
 
     selection = _selection(reason, user, recording)
-    store = open_store(Settings())
-    recordings = list_quarantine(Catalog(store), BatchStore(store.batches_root), selection)
+    settings = Settings()
+    state = open_state(settings, dagster_instance(settings))
+    recordings = list_quarantine(Catalog(open_store(settings)), state.batches, selection)
     out = Console(soft_wrap=True)
     for r in recordings:
         if as_json:
@@ -279,13 +280,22 @@ def stale(
 
 @app.command("instance-setup")
 def instance_setup() -> None:
-    """Set the instance's pool limits: `gpu` (DIARY_GPU_SLOTS) and `llm` (DIARY_LLM_SLOTS); run once per deploy."""
+    """Set the instance's pool limits: `gpu` (DIARY_GPU_SLOTS) and `llm` (DIARY_LLM_SLOTS), and create or migrate
+    the shared state's tables when it lives in Postgres; run once per deploy."""
+    from diary_platform.domain.state_database import state_database
+    from diary_platform.resources import shared_state_url
     from diary_platform.runner import configure_pools, dagster_instance
 
     settings = Settings()
     instance = dagster_instance(settings)
     for pool, slots in configure_pools(instance, settings.pool_slots.model_dump()).items():
         console.print(f"pool {pool}: {slots} slots")
+    url = shared_state_url(settings.state_url, instance)
+    if url:
+        database = state_database(url)
+        console.print(f"shared state: {database.location}, schema version {database.migrate()}")
+    else:
+        console.print(f"shared state: files under {settings.data_dir}")
 
 
 @app.command()

@@ -27,7 +27,9 @@ def _text(path) -> str | None:
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """The resources every slice shares, configured from `settings`; the landing bucket only when one is set."""
-    store = StoreResource(data_dir=str(settings.data_dir), storage_uri=settings.storage_uri, gcs_project=settings.gcs_project)
+    store = StoreResource(
+        data_dir=str(settings.data_dir), storage_uri=settings.storage_uri, gcs_project=settings.gcs_project, state_url=settings.state_url
+    )
     bucket = (
         {"landing_bucket": LandingBucket(landing_uri=settings.landing_uri, gcs_project=settings.gcs_project, **asdict(settings.batch_limits))}
         if settings.landing_uri
@@ -39,9 +41,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "decode_limits": DecodeLimits(**asdict(settings.decode_limits)),
         "whisper": WhisperTranscriber(**asdict(settings.transcriber), policy_file=_text(settings.transcription_policy)),
         "guards": TranscriptGuards(**asdict(settings.guards)),
-        "note_writer": NoteWriterResource(
-            llm_config=_text(settings.llm_config), local_only=settings.local_only, state_dir=str(settings.data_dir / "state")
-        ),
+        "note_writer": NoteWriterResource(llm_config=_text(settings.llm_config), local_only=settings.local_only, store=store),
         "landing": LandingFolder(landing_dir=str(settings.landing_dir), **asdict(settings.batch_limits)),
         **bucket,
         "pricing": PlatformPricing(

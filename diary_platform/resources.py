@@ -11,6 +11,8 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 from dagster_gcp import GCSResource
+from dagster_postgres.run_storage import PostgresRunStorage
+from pydantic import PrivateAttr
 
 from diary_platform.domain.costs import PlatformPrices, recording_costs, stored_bytes
 from diary_platform.domain.ingest.batches import BatchStore
@@ -25,6 +27,7 @@ from diary_platform.domain.notes.note import NoteWriter
 from diary_platform.domain.notes.llm_config import load_router_config
 from diary_platform.domain.notes.router import NoteRouter
 from diary_platform.domain.notes.spend import load_prices
+from diary_platform.domain.shared_state import SharedState, open_shared_state
 from diary_platform.domain.speech.guards import GuardConfig
 from diary_platform.domain.speech.policy import TranscriptionPolicy, load_policy
 from diary_platform.domain.speech.transcription import TranscriberConfig
@@ -51,17 +54,42 @@ def open_store(settings: Settings) -> DataStore:
     return _store(str(settings.data_dir), settings.storage_uri, settings.gcs_project)
 
 
+def shared_state_url(explicit_url: str, instance: dg.DagsterInstance | None) -> str | None:
+    """Where the shared state lives: DIARY_STATE_URL when set, else the database of a Postgres instance (every
+    machine of the deployment reaches it), else nowhere but the data folder (None)."""
+    if explicit_url:
+        return explicit_url
+    storage = instance.run_storage if instance is not None else None
+    return storage.postgres_url if isinstance(storage, PostgresRunStorage) else None
+
+
+def open_state(settings: Settings, instance: dg.DagsterInstance) -> SharedState:
+    """The shared state of a process that holds an instance itself (the CLI's commands)."""
+    return open_shared_state(settings.data_dir, shared_state_url(settings.state_url, instance))
+
+
 class StoreResource(dg.ConfigurableResource):
     """Objects (originals, normalised audio, tables, transcript files, notes) in the data folder's tiers or
-    under a gs:// prefix; batch manifests, claims, breakers and spend in the data folder."""
+    under a gs:// prefix; batch manifests, claims, breakers and spend in the instance's Postgres when it
+    has one (or at `state_url`), else in the data folder."""
 
     data_dir: str
     storage_uri: str
     gcs_project: str
+    state_url: str
+    _state_url: str | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._state_url = shared_state_url(self.state_url, context.instance)
 
     @property
     def store(self) -> DataStore:
         return _store(self.data_dir, self.storage_uri, self.gcs_project)
+
+    @property
+    def shared_state(self) -> SharedState:
+        """Where setup found it; used outside a Dagster execution, only `state_url` is known."""
+        return open_shared_state(Path(self.data_dir), self._state_url or self.state_url or None)
 
     @property
     def catalog(self) -> Catalog:
@@ -69,11 +97,11 @@ class StoreResource(dg.ConfigurableResource):
 
     @property
     def batches(self) -> BatchStore:
-        return BatchStore(self.store.batches_root)
+        return self.shared_state.batches
 
     @property
     def claims(self) -> Claims:
-        return Claims(self.store.claims_root)
+        return self.shared_state.claims
 
 
 class DecodeLimits(dg.ConfigurableResource):
@@ -131,7 +159,7 @@ class NoteWriterResource(dg.ConfigurableResource):
 
     llm_config: str | None
     local_only: bool
-    state_dir: str
+    store: StoreResource
 
     def build(self) -> NoteWriter:
         if not self.llm_config:
@@ -139,7 +167,7 @@ class NoteWriterResource(dg.ConfigurableResource):
         config = load_router_config(Path(self.llm_config))
         if self.local_only:
             config = replace(config, local_only=True)
-        return NoteRouter(config, Path(self.state_dir))
+        return NoteRouter(config, self.store.shared_state)
 
 
 class BatchSizing(dg.ConfigurableResource):

@@ -16,15 +16,15 @@ from diary_platform.batch.recovery import batch_run_tags, process_tags, recovery
 from diary_platform.definitions import build_definitions
 from diary_platform.domain import catalog
 from diary_platform.domain.catalog import Catalog
-from diary_platform.domain.ingest.batches import BatchItem, BatchManifest, BatchStore
-from diary_platform.domain.ingest.claims import Claims, Owner
+from diary_platform.domain.ingest.batches import BatchItem, BatchManifest
+from diary_platform.domain.ingest.claims import Owner
 from diary_platform.domain.ingest.landing import HandedFile, Intake, batch_files
 from diary_platform.domain.ingest.quarantine import Selection, list_quarantine, redrive_manifest
 from diary_platform.domain.ingest.recovery import BatchState
 from diary_platform.domain.store.hashing import recording_id_for
 from diary_platform.domain.store.layout import DataStore
 from diary_platform.partitions import BATCHES
-from diary_platform.resources import open_store
+from diary_platform.resources import open_state, open_store
 from diary_platform.settings import Settings
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -174,9 +174,10 @@ class BatchRunner:
         self.owner = Owner.this_process(source)
         self.store = open_store(settings)
         self.catalog = Catalog(self.store)
-        self.batches = BatchStore(self.store.batches_root)
-        self.recovery = recovery_for(instance, self.batches)
-        self.intake = Intake(self.batches, Claims(self.store.claims_root), self.owner, self._state)
+        state = open_state(settings, instance)
+        self.batches = state.batches
+        self.recovery = recovery_for(instance, self.batches, self.catalog)
+        self.intake = Intake(self.batches, state.claims, self.owner, self._state)
         self.job = build_definitions(settings).resolve_job_def(PROCESS_BATCH)
 
     def _state(self, key: str) -> BatchState:
@@ -233,6 +234,7 @@ def retranscribe(settings: Settings, instance: dg.DagsterInstance, keys: list[st
     results = []
     for key in keys:
         manifest = runner.batches.read(key)
+        runner.register([manifest])  # its key may have left the partition set (batch/retention.py)
         job.execute_in_process(partition_key=key, instance=instance, run_config=QUIET, tags={**batch_run_tags("retranscribe", manifest), **process_tags(runner.owner)})
         results += runner.results_of(manifest, RETRANSCRIBED)
     return RunReport(results, time.perf_counter() - started)

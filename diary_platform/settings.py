@@ -11,11 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from diary_platform.domain.audio.sandbox import SandboxLimits
 from diary_platform.domain.ingest.batching import GPU_BATCH_DEFAULTS, BatchLimits
+from diary_platform.domain.ingest.recovery import RECOVERY_WINDOW
 from diary_platform.domain.notes.llm_config import load_router_config
 from diary_platform.domain.speech.guards import GuardConfig
 from diary_platform.domain.speech.policy import TranscriptionPolicy, load_policy
@@ -56,6 +57,7 @@ VARIABLES: dict[str, tuple[tuple[str, ...], Callable[[str], Any] | None]] = {
     "DAGSTER_HOME": (("dagster_home",), None),
     "DIARY_STORAGE_URI": (("storage_uri",), None),
     "DIARY_GCS_PROJECT": (("gcs_project",), None),
+    "DIARY_STATE_URL": (("state_url",), None),
     "DIARY_WARM_AFTER_DAYS": (("tiering", "warm_after_days"), None),
     "DIARY_COLD_AFTER_DAYS": (("tiering", "cold_after_days"), None),
     "DIARY_DELETE_ORIGINALS_AFTER_DAYS": (("tiering", "delete_originals_after_days"), None),
@@ -75,6 +77,7 @@ VARIABLES: dict[str, tuple[tuple[str, ...], Callable[[str], Any] | None]] = {
     "DIARY_BATCH_WORK_SECONDS": (("batch_limits", "work_seconds"), None),
     "DIARY_TRANSCRIBE_SPEED": (("batch_limits", "transcribe_speed"), None),
     "DIARY_BATCH_MAX_WAIT_SECONDS": (("batch_limits", "max_wait_seconds"), None),
+    "DIARY_PARTITION_RETENTION_DAYS": (("partition_retention_days",), None),
     "DIARY_MODEL": (("transcriber", "model"), None),
     "DIARY_DEVICE": (("transcriber", "device"), None),
     "DIARY_COMPUTE_TYPE": (("transcriber", "compute_type"), None),
@@ -140,6 +143,7 @@ class Settings(BaseSettings):
     dagster_home: Path
     storage_uri: str = ""
     gcs_project: str = ""
+    state_url: str = ""
     tiering: TieringPolicy = TieringPolicy()
     kubernetes: KubernetesSettings = KubernetesSettings()
     pool_slots: PoolSlots = PoolSlots()
@@ -151,6 +155,8 @@ class Settings(BaseSettings):
     llm_config: Path | None = None
     local_only: bool = False
     platform_prices_file: Path | None = None
+    # Days a batch's partition key and runs stay in Dagster; 0 keeps them all (batch/retention.py).
+    partition_retention_days: int = Field(0, ge=0)
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -180,6 +186,14 @@ class Settings(BaseSettings):
 
     def policy(self) -> TranscriptionPolicy:
         return load_policy(self.transcription_policy, self.transcriber)
+
+    @field_validator("partition_retention_days")
+    @classmethod
+    def _retention_outlasts_recovery(cls, days: int) -> int:
+        """A batch recovery may still resume must keep its runs: they say whether it is done."""
+        if 0 < days <= RECOVERY_WINDOW.days:
+            raise ValueError(f"keep batches longer than recovery's window of {RECOVERY_WINDOW.days} days, or 0 to keep them all")
+        return days
 
     @field_validator("llm_config")
     @classmethod

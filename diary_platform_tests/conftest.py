@@ -79,14 +79,13 @@ def new_batch(settings: Settings, files: list[Path], user: str = "alice"):
     """A batch of these files, claimed and written as `diary run` writes one (not yet run)."""
     from datetime import datetime, timezone
 
-    from diary_platform.domain.ingest.batches import BatchStore
-    from diary_platform.domain.ingest.claims import Claims, Owner
+    from diary_platform.domain.ingest.claims import Owner
     from diary_platform.domain.ingest.landing import Intake, batch_files
     from diary_platform.domain.ingest.recovery import BatchState
-    from diary_platform.resources import open_store
+    from diary_platform.domain.shared_state import open_shared_state
 
-    store = open_store(settings)
-    intake = Intake(BatchStore(store.batches_root), Claims(store.claims_root), Owner.this_process("test"), lambda key: BatchState.DONE)
+    state = open_shared_state(settings.data_dir)
+    intake = Intake(state.batches, state.claims, Owner.this_process("test"), lambda key: BatchState.DONE)
     [manifest], _ = batch_files(files, user, datetime.now(timezone.utc), intake, settings.batch_limits)
     return manifest
 

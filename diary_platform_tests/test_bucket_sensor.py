@@ -11,10 +11,10 @@ from diary_platform.batch.landing_sensor import landing_bucket_sensor
 from diary_platform.definitions import build_definitions, build_resources
 from diary_platform.resources import open_store
 from diary_platform.domain import stages
-from diary_platform.domain.ingest.batches import BatchStore
+from diary_platform.domain.ingest.batches import FileBatchStore
 from diary_platform.domain.ingest.batching import BatchLimits
 from diary_platform.domain.ingest.bucket import BucketCursor, BucketScanner, ContentAliases
-from diary_platform.domain.ingest.claims import Claims, Owner
+from diary_platform.domain.ingest.claims import FileClaims, Owner
 from diary_platform.domain.ingest.landing import Intake
 from diary_platform.domain.ingest.recovery import BatchState
 from diary_platform.domain.store.layout import DataStore
@@ -35,8 +35,8 @@ class BucketLanding:
 
     def __init__(self, gcs_bucket, root: Path, **limits):
         self.client, self.bucket = gcs_bucket
-        self.batches = BatchStore(root / "batches")
-        self.claims = Claims(root / "claims")
+        self.batches = FileBatchStore(root / "batches")
+        self.claims = FileClaims(root / "claims")
         intake = Intake(self.batches, self.claims, Owner.this_process("sensor"), lambda key: BatchState.RUNNING)
         limits = BatchLimits(**{"max_wait_seconds": 0, **limits})
         # The emulator's clock is this machine's: no margin for skew, so the high-water mark is exact.

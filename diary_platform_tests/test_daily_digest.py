@@ -7,6 +7,7 @@ import dagster as dg
 
 from diary_platform.daily import late_recordings_sensor
 from diary_platform.daily.daily_digest import daily_digest_asset
+from diary_platform.daily.todays_refresh import TodayCursor, plan, todays_refresh
 from diary_platform.definitions import build_definitions
 from diary_platform.definitions import build_resources
 from diary_platform.runner import process_files
@@ -81,26 +82,35 @@ def test_the_schedule_asks_for_yesterday_once_the_day_has_closed():
 
 def test_todays_costs_follow_each_landed_batch_and_the_digest_at_most_every_quarter_hour(settings, instance, clips):
     definitions = build_definitions(settings)
-    now = datetime.now(timezone.utc)
-    quarter = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
-    if (quarter + timedelta(minutes=20)).date() != quarter.date():  # the evaluations stay within one day
-        quarter -= timedelta(minutes=30)
-    today = quarter.date().isoformat()
+    today = datetime.now(timezone.utc).date().isoformat()
 
-    def evaluate(cursor, minutes):
-        return dg.evaluate_automation_conditions(
-            defs=definitions, instance=instance, cursor=cursor, evaluation_time=quarter + timedelta(minutes=minutes))
+    def tick(cursor):
+        with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=definitions) as context:
+            result = todays_refresh.evaluate_tick(context)
+        return {tuple(key.to_user_string() for key in r.asset_selection): r.partition_key for r in result.run_requests}, result.cursor
 
-    quiet = evaluate(None, 1)
-    assert quiet.total_requested == 0, "nothing landed yet"
+    requested, quiet = tick(None)
+    assert requested == {}, "nothing landed yet"
     process_files([clips[0].path], "alice", settings, instance)
-    landed = evaluate(quiet.cursor, 2)
-    assert landed.get_requested_partitions(dg.AssetKey("cost_report")) == {today}
-    assert landed.total_requested == 1, "the digest waits for the next quarter hour"
-    later = evaluate(landed.cursor, 16)
-    assert later.get_requested_partitions(dg.AssetKey("daily_digest")) == {today} and later.total_requested == 1
-    again = evaluate(later.cursor, 17)
-    assert again.total_requested == 0, "handled: nothing again until another batch lands"
+    requested, landed = tick(quiet)
+    assert requested == {("cost_report",): today}
+    requested, again = tick(landed)
+    assert requested == {}, "handled: nothing again until another batch lands"
+    assert TodayCursor.from_json(again).digest_due_since, "the digest waits for the next quarter hour"
     process_files([clips[1].path], "alice", settings, instance)
-    next_batch = evaluate(again.cursor, 18)
-    assert next_batch.get_requested_partitions(dg.AssetKey("cost_report")) == {today} and next_batch.total_requested == 1
+    requested, _ = tick(again)
+    assert requested == {("cost_report",): today}
+
+
+def test_the_digest_waits_for_the_next_quarter_hour_and_a_run_in_progress_waits_for_the_next_tick():
+    at = datetime(2026, 11, 20, 10, 2, tzinfo=timezone.utc)
+    refresh, cursor = plan(TodayCursor(), 7, at, busy=set())
+    assert refresh == ["cost_report"] and cursor == TodayCursor(7, at.isoformat())
+    assert plan(cursor, 7, at + timedelta(minutes=12), busy=set()) == ([], cursor)
+    refresh, cursor = plan(cursor, 7, at + timedelta(minutes=13), busy=set())
+    assert refresh == ["daily_digest"] and cursor == TodayCursor(7, None)
+    refresh, waiting = plan(cursor, 9, at + timedelta(minutes=14), busy={"cost_report"})
+    assert refresh == [] and waiting.notes_seen == 7, "a cost report already running: the landing stays unhandled"
+    assert plan(waiting, 9, at + timedelta(minutes=15), busy=set())[0] == ["cost_report"]
+    late = TodayCursor(9, datetime(2026, 11, 19, 23, 50, tzinfo=timezone.utc).isoformat())
+    assert plan(late, 9, at, busy=set()) == ([], TodayCursor(9, None)), "a closed day is the schedule's"

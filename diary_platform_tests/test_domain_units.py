@@ -15,16 +15,16 @@ import polars as pl
 import pybreaker
 import pytest
 
-from diary_platform.domain.ingest.batches import BatchItem, BatchManifest, BatchStore, Lease
+from diary_platform.domain.ingest.batches import BatchItem, BatchManifest, FileBatchStore, Lease
 from diary_platform.domain.ingest.batching import take_chunk
-from diary_platform.domain.ingest.claims import Claims, LandingFileKey, Owner
+from diary_platform.domain.ingest.claims import FileClaims, LandingFileKey, Owner
 from diary_platform.domain.ingest.landing import (
     BatchLimits, Intake, LandingCursor, LandingScanner, Skipped, Skips, Waiting, batch_files, check_name, printable,
     read_upload,
 )
 from diary_platform.domain.ingest.recovery import FOREIGN_LEASE, SENSOR_GRACE, BatchRuns, BatchState, Recovery, lease_held
 from diary_platform.domain.notes.breakers import FileBreakerStorage, breaker_for
-from diary_platform.domain.notes.spend import DailySpend, call_cost, load_prices
+from diary_platform.domain.notes.spend import FileDailySpend, call_cost, load_prices
 from diary_platform.domain.speech.guards import GuardConfig, apply_guards, has_repetition_loop
 from diary_platform.domain.speech.transcription import Segment
 from diary_platform.domain.store.hashing import NotARegularFile, recording_id_for, sha256_file, sha256_upload
@@ -98,10 +98,10 @@ def test_a_call_costs_tokens_times_the_list_price_per_million(tmp_path):
 
 def test_spend_adds_up_per_user_and_day_across_processes(tmp_path):
     day = date(2026, 11, 26)
-    spend = DailySpend(tmp_path)
+    spend = FileDailySpend(tmp_path)
     assert spend.spent("alice", day) == 0.0
     spend.add("alice", day, 0.25)
-    DailySpend(tmp_path).add("alice", day, 0.5)
+    FileDailySpend(tmp_path).add("alice", day, 0.5)
     spend.add("bob", day, 1.0)
     spend.add("alice", day + timedelta(days=1), 2.0)
     assert spend.spent("alice", day) == pytest.approx(0.75) and spend.spent("bob", day) == 1.0
@@ -119,7 +119,7 @@ def test_a_breaker_opens_after_fail_max_counted_failures_and_ignores_excluded_er
     class Ignored(Exception):
         pass
 
-    breaker = breaker_for(tmp_path, "p", fail_max=2, reset_seconds=60, exclude=[lambda error: isinstance(error, Ignored)])
+    breaker = breaker_for(FileBreakerStorage(tmp_path / "breakers" / "p.json"), fail_max=2, reset_seconds=60, exclude=[lambda error: isinstance(error, Ignored)])
     assert breaker.name == "p" and breaker.fail_max == 2 and breaker.reset_timeout == 60
 
     def fail(error):
@@ -136,14 +136,14 @@ def test_a_breaker_opens_after_fail_max_counted_failures_and_ignores_excluded_er
     assert breaker.current_state == "open", "the failure that trips it is raised as itself"
     with pytest.raises(pybreaker.CircuitBreakerError):
         breaker.call(lambda: "never called")
-    shared = breaker_for(tmp_path, "p", fail_max=2, reset_seconds=60, exclude=[])
+    shared = breaker_for(FileBreakerStorage(tmp_path / "breakers" / "p.json"), fail_max=2, reset_seconds=60, exclude=[])
     assert shared.current_state == "open", "another process sees the same state"
 
 
 def test_a_breaker_closes_after_a_successful_trial_and_counts_from_zero_again(tmp_path):
     storage = FileBreakerStorage(tmp_path / "breakers" / "p.json")
     assert (storage.state, storage.counter, storage.success_counter, storage.opened_at) == ("closed", 0, 0, None)
-    breaker = breaker_for(tmp_path, "p", fail_max=1, reset_seconds=30, exclude=[])
+    breaker = breaker_for(FileBreakerStorage(tmp_path / "breakers" / "p.json"), fail_max=1, reset_seconds=30, exclude=[])
     with pytest.raises(ValueError):
         breaker.call(lambda: (_ for _ in ()).throw(ValueError("down")))
     assert storage.state == "open" and storage.opened_at is not None
@@ -191,7 +191,6 @@ def test_the_layout_puts_each_kind_of_object_under_its_own_key(tmp_path):
                                   "notes/r.md", "records/retention/t.json", "elsewhere")] == [
         "x", "raw_audio", "validated_audio", "transcripts", "diary_notes", "records", "other"]
     store = DataStore(tmp_path)
-    assert (store.batches_root, store.claims_root) == (tmp_path / "batches", tmp_path / "claims")
     store.write_table("t", "b2", pl.DataFrame({"a": [1]}))
     store.write_table("t", "b1", pl.DataFrame({"a": [2]}))
     store.objects.write_bytes("tables/t/notes.txt", b"not a table")
@@ -230,7 +229,7 @@ def test_an_owner_is_alive_while_its_process_runs_and_unknown_from_another_machi
 
 
 def test_content_is_claimed_once_and_moves_only_from_the_batch_named(tmp_path):
-    claims = Claims(tmp_path)
+    claims = FileClaims(tmp_path)
     me = Owner.this_process("cli")
     assert claims.content_claim("a" * 64) is None and claims.content_batch("a" * 64) is None
     assert claims.claim_content("a" * 64, "b1", "/up/a.wav", me)
@@ -261,8 +260,8 @@ def _runs(done=False, live=False, failures=0):
 
 
 def _made(tmp_path, owner, at):
-    batches = BatchStore(tmp_path / "batches")
-    intake = Intake(batches, Claims(tmp_path / "claims"), owner, lambda key: BatchState.RUNNING)
+    batches = FileBatchStore(tmp_path / "batches")
+    intake = Intake(batches, FileClaims(tmp_path / "claims"), owner, lambda key: BatchState.RUNNING)
     return batches, intake.commit([_item("a" * 64)], at)
 
 
@@ -314,8 +313,8 @@ def test_stranded_batches_are_found_in_their_window_and_given_up_after_max_attem
 
 def _intake(tmp_path, states=None, role="cli"):
     states = states if states is not None else {}
-    batches = BatchStore(tmp_path / "batches")
-    return Intake(batches, Claims(tmp_path / "claims"), Owner.this_process(role), lambda key: states.get(key, BatchState.RUNNING))
+    batches = FileBatchStore(tmp_path / "batches")
+    return Intake(batches, FileClaims(tmp_path / "claims"), Owner.this_process(role), lambda key: states.get(key, BatchState.RUNNING))
 
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
@@ -349,7 +348,7 @@ def test_a_batch_key_shows_its_time_first_and_its_maker_last_and_keys_order_by_t
     assert batch_order("20261128T235959Z-x") < batch_order(next_morning), "both formats in one order"
     rows = pl.DataFrame({"recording_id": ["r", "r"], "batch_key": [next_morning, evening], "status": ["new", "old"]})
     assert latest_rows(rows)["status"].to_list() == ["new"]
-    batches = BatchStore(tmp_path / "batches")
+    batches = FileBatchStore(tmp_path / "batches")
     for made in (evening, next_morning):
         batches.write(BatchManifest(made, "", ()))
     assert batches.keys_between(datetime(2026, 11, 28, 22, tzinfo=timezone.utc), datetime(2026, 11, 29, 2, tzinfo=timezone.utc)) == [
@@ -495,7 +494,7 @@ def test_the_quarantine_lists_latest_rejections_and_given_up_batches_and_filters
     assert gave_up_c.stored_original is None and gave_up_c.source_path == "/up/c.wav"
     [too_long] = list_quarantine(Catalog(store), intake.batches, Selection(reasons=frozenset({"too_long"})))
     assert (too_long.source_name, too_long.stored_original, too_long.message, too_long.size_bytes) == ("a.wav", "file:///o/a", "too_long happened", 5)
-    assert list_quarantine(Catalog(DataStore(tmp_path / "empty")), BatchStore(tmp_path / "none")) == []
+    assert list_quarantine(Catalog(DataStore(tmp_path / "empty")), FileBatchStore(tmp_path / "none")) == []
     by_user = list_quarantine(Catalog(store), intake.batches, Selection(users=frozenset({"nobody"})))
     by_id = list_quarantine(Catalog(store), intake.batches, Selection(recording_ids=frozenset({c[:24]})))
     assert by_user == [] and [(r.recording_id, r.reason) for r in by_id] == [(c[:24], "gave_up")]
@@ -765,8 +764,8 @@ def test_the_cli_batches_a_file_under_its_user_with_its_own_size_and_time(tmp_pa
 
 def test_recovery_looks_at_each_batch_on_its_own_and_gives_up_with_a_default_reason(tmp_path):
     now = NOW + FOREIGN_LEASE + timedelta(hours=1)
-    batches = BatchStore(tmp_path / "batches")
-    intake = Intake(batches, Claims(tmp_path / "claims"), Owner("cli", "elsewhere", "", 1, 1), lambda key: BatchState.RUNNING)
+    batches = FileBatchStore(tmp_path / "batches")
+    intake = Intake(batches, FileClaims(tmp_path / "claims"), Owner("cli", "elsewhere", "", 1, 1), lambda key: BatchState.RUNNING)
     done, stranded, failing = (intake.commit([_item(s * 64)], NOW) for s in "abc")
     runs = {done.key: _runs(done=True), stranded.key: _runs(), failing.key: BatchRuns(False, False, 3, None)}
     recovery = Recovery(batches, runs.__getitem__, max_attempts=3)

@@ -25,20 +25,21 @@ import pytest
 from diary_platform.batch.recovery import recovery_sensor
 from diary_platform.definitions import build_definitions, build_resources
 from diary_platform.domain.catalog import DIARY_NOTES, Catalog
-from diary_platform.domain.ingest.claims import Claims, Owner, create_exclusive
+from diary_platform.domain.ingest.claims import FileClaims, Owner, create_exclusive
 from diary_platform.domain.ingest.landing import BatchLimits, Intake, LandingCursor, LandingScanner, Skipped, read_upload
 from diary_platform.domain.ingest.recovery import BatchState
-from diary_platform.domain.ingest.batches import BatchStore
+from diary_platform.domain.ingest.batches import FileBatchStore
 from diary_platform.domain.notes.llm_config import LLMConfigError, parse_router_config
 from diary_platform.domain.notes.note import NoteRequest
 from diary_platform.domain.notes.providers import ProviderSpec
 from diary_platform.domain.notes.router import NoteRouter, RouterConfig
 from diary_platform.domain import stages
+from diary_platform.domain.shared_state import open_shared_state
 from diary_platform.domain.store.layout import DataStore
 from diary_platform.domain.store.objects import NoSpaceLeft
 from diary_platform.settings import ConfigurationError, Settings
 from diary_platform_tests.conftest import DATA, unavailable
-from diary_platform_tests.fake_llm import OPENAI, FakeLLM
+from diary_platform_tests.fake_llm import FakeLLM
 
 REPO = Path(__file__).resolve().parent.parent
 DIARY = str(Path(sys.executable).parent / "diary")
@@ -165,6 +166,7 @@ def test_a_killed_run_on_the_postgres_instance_is_resumed(tmp_path, postgres_dat
     uploads, data_dir = _uploads(tmp_path, CLIPS[:4]), tmp_path / "data"
     _kill_at(env, uploads, data_dir, "transcription")
     _assert_every_clip_done_once(_records(_diary(env, "run", str(uploads), "--json")), data_dir, CLIPS[:4])
+    assert not (data_dir / "batches").exists() and not (data_dir / "claims").exists(), "manifests and claims are in Postgres"
 
 
 # 2. Two runs at once --------------------------------------------------------------------------------------
@@ -222,9 +224,9 @@ def test_a_batch_that_keeps_failing_is_given_up_and_quarantined_with_its_last_er
 
     monkeypatch.setattr(stages, "transcribe", broken_model)
     settings = Settings(data_dir=tmp_path / "data", dagster_home=tmp_path / "dagster_home")
-    store = DataStore(settings.data_dir)
-    batches = BatchStore(store.batches_root)
-    intake = Intake(batches, Claims(store.claims_root), Owner("sensor", "elsewhere", "", 1, 1), lambda key: BatchState.RUNNING)
+    state = open_shared_state(settings.data_dir)
+    batches = state.batches
+    intake = Intake(batches, state.claims, Owner("sensor", "elsewhere", "", 1, 1), lambda key: BatchState.RUNNING)
     manifest = intake.commit(_items(CLIPS[:1]), datetime.now(timezone.utc) - timedelta(minutes=5))
     job = build_definitions(settings).resolve_job_def("process_batch")
     with dg.DagsterInstance.from_config(str(_home(tmp_path))) as instance:
@@ -267,8 +269,8 @@ def _items(clips):
 RACER = """
 import sys
 from pathlib import Path
-from diary_platform.domain.ingest.claims import Claims, Owner
-claims = Claims(Path(sys.argv[1]))
+from diary_platform.domain.ingest.claims import FileClaims, Owner
+claims = FileClaims(Path(sys.argv[1]))
 won = claims.claim_content("ab" * 32, "batch-" + sys.argv[2], "upload", Owner.this_process("cli"))
 print("won" if won else "lost")
 """
@@ -277,7 +279,7 @@ print("won" if won else "lost")
 def test_many_processes_racing_for_one_content_leave_one_whole_claim(tmp_path):
     racers = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path / "claims"), str(i)], stdout=subprocess.PIPE, text=True)
               for i in range(12)]
-    claims = Claims(tmp_path / "claims")
+    claims = FileClaims(tmp_path / "claims")
     seen = set()
     while any(r.poll() is None for r in racers):
         claim = claims.content_claim("ab" * 32)  # never a torn or empty marker, whatever the moment
@@ -332,8 +334,8 @@ def test_a_tick_skips_a_bad_name_a_fifo_and_a_vanished_file_and_takes_the_rest(t
     with open(bad_name, "wb") as handle:
         handle.write(CLIPS[1].read_bytes())
     os.mkfifo(landing / "alice" / "pipe.wav")
-    store = BatchStore(tmp_path / "batches")
-    intake = Intake(store, Claims(tmp_path / "claims"), Owner.this_process("sensor"), lambda key: BatchState.RUNNING)
+    store = FileBatchStore(tmp_path / "batches")
+    intake = Intake(store, FileClaims(tmp_path / "claims"), Owner.this_process("sensor"), lambda key: BatchState.RUNNING)
     scanner = LandingScanner(landing, intake, BatchLimits(max_wait_seconds=0))
     now = datetime.now(timezone.utc)
     first = scanner.tick(LandingCursor(), now)
@@ -462,7 +464,7 @@ def test_local_only_calls_only_servers_on_loopback_or_listed_as_local(tmp_path):
             ),
             local_only=True, call_timeout_seconds=2, max_retries=0,
         )
-        note = NoteRouter(config, tmp_path / "state").write(request)
+        note = NoteRouter(config, open_shared_state(tmp_path)).write(request)
         assert note.provider == "home" and [r["model"] for r in fake.log] == ["m2"]
         assert note.fallback_path[0] == "hosted:skipped(local_only)"
         assert "anna@example.org" in fake.log[0]["body"]["messages"][1]["content"], "a local server sees the transcript as is"

@@ -8,8 +8,8 @@ import dagster as dg
 import pytest
 
 from diary_platform.domain import stages
-from diary_platform.domain.ingest.batches import BatchStore
-from diary_platform.domain.ingest.claims import Claims, Owner
+from diary_platform.domain.ingest.batches import FileBatchStore
+from diary_platform.domain.ingest.claims import FileClaims, Owner
 from diary_platform.domain.ingest.landing import BatchLimits, Intake, LandingCursor, LandingScanner
 from diary_platform.domain.ingest.recovery import BatchRuns, BatchState, Recovery
 from diary_platform.domain.store.layout import DataStore
@@ -25,8 +25,8 @@ class Landing:
     def __init__(self, root, **limits):
         self.root = root / "landing"
         self.root.mkdir()
-        self.store = BatchStore(root / "batches")
-        self.claims = Claims(root / "claims")
+        self.store = FileBatchStore(root / "batches")
+        self.claims = FileClaims(root / "claims")
         self.states: dict[str, BatchState] = {}  # what became of each batch; running unless a test says otherwise
         self.intake = Intake(self.store, self.claims, Owner.this_process("sensor"), lambda key: self.states.get(key, BatchState.RUNNING))
         self.scanner = LandingScanner(self.root, self.intake, BatchLimits(**limits))

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from diary_platform.domain.notes.breakers import FileBreakerStorage
+from diary_platform.domain.shared_state import open_shared_state
 from diary_platform.domain.notes.note import NoteRequest
 from diary_platform.domain.notes.providers import ProviderSpec
 from diary_platform.domain.notes.draft import Cited, Mood, NoteDraft
@@ -53,7 +54,7 @@ def router(fake, tmp_path, *, openai=True, anthropic=True, ollama=False, openai_
     if ollama:
         providers.append(ProviderSpec("ollama", "openai_compatible", (LLAMA,), None, fake.openai_url))
     config = RouterConfig(providers=tuple(providers), **{"call_timeout_seconds": 1.0, "max_retries": 2, **overrides})
-    return NoteRouter(config, tmp_path / "state", environ=KEYS)
+    return NoteRouter(config, open_shared_state(tmp_path), environ=KEYS)
 
 
 def request(user: str = "alice", segments=SEGMENTS) -> NoteRequest:
@@ -238,10 +239,10 @@ def test_the_budget_stops_cloud_calls_and_the_note_says_so(fake, tmp_path):
 
 
 def test_a_budget_spent_to_the_cent_is_reached(fake, tmp_path):
-    from diary_platform.domain.notes.spend import DailySpend
+    from diary_platform.domain.notes.spend import FileDailySpend
 
     assert router(fake, tmp_path, ollama=True).write(request()).provider == "openai"
-    spent = DailySpend(tmp_path / "state").spent("alice", WHEN.date())
+    spent = FileDailySpend(tmp_path / "state").spent("alice", WHEN.date())
     assert spent > 0
     assert router(fake, tmp_path, ollama=True, budget_usd_per_user_per_day=spent).write(request()).provider == "ollama"
     assert router(fake, tmp_path, ollama=True, budget_usd_per_user_per_day=spent * 1.01).write(request()).provider == "openai"
@@ -406,7 +407,7 @@ def test_providers_without_a_key_are_left_out_and_the_rest_of_the_chain_kept(fak
             ProviderSpec("openai", "openai", (GPT,), "NO_SUCH_KEY", fake.openai_url),
             ProviderSpec("anthropic", "anthropic", (CLAUDE,), "ANTHROPIC_API_KEY", fake.anthropic_url),
         )),
-        tmp_path / "state", environ=KEYS,
+        open_shared_state(tmp_path), environ=KEYS,
     )
     assert [route.spec.name for route in keyless.chain] == ["anthropic"]
     assert keyless.write(request()).provider == "anthropic"

@@ -11,6 +11,7 @@ from diary_platform.definitions import build_resources
 from diary_platform.domain.catalog import TRANSCRIPTS, Catalog
 from diary_platform.domain.speech.policy import DEFAULT_RULE, PolicyError, load_policy, priority_of, stale_batches
 from diary_platform.domain.speech.transcription import TranscriberConfig, resolve_model
+from diary_platform.partitions import BATCHES
 from diary_platform.resources import open_store
 from diary_platform.runner import retranscribe
 from diary_platform.settings import ConfigurationError, Settings
@@ -122,6 +123,7 @@ def test_a_tagged_upload_goes_to_the_model_of_its_rule_and_a_policy_change_marks
         stale = stale_batches(changed.policy(), table)
         assert stale == {rows["urgent"]["batch_key"]: 1}, "only the batch holding the tagged recording, and only it"
 
+        instance.delete_dynamic_partition(BATCHES, rows["urgent"]["batch_key"])  # as retention does to old batches
         report = retranscribe(changed, instance, list(stale))
         assert {r.origin for r in report.results} == {"retranscribed"} and all(r.transcript for r in report.results)
         again = catalog.every_batch(TRANSCRIPTS)

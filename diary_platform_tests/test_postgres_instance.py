@@ -78,6 +78,7 @@ def test_two_batches_materialize_in_parallel_on_postgres(tmp_path, postgres_data
     setup = subprocess.run([DIARY, "instance-setup"], env=env, capture_output=True, text=True, timeout=300)
     assert setup.returncode == 0, setup.stderr
     assert "pool gpu: 2 slots" in setup.stderr and "pool llm: 3 slots" in setup.stderr
+    assert f"/{postgres_database['dbname']}, schema version" in setup.stderr, "the shared state's tables, in the instance's database"
 
     # Four recordings each: runs of several seconds, so the two overlap even if one process starts late.
     groups = [[c.path for c in clips[:4]], [c.path for c in clips[4:8]]]
@@ -108,3 +109,12 @@ def test_two_batches_materialize_in_parallel_on_postgres(tmp_path, postgres_data
     assert _query(postgres_database, "SELECT count(*) FROM dynamic_partitions WHERE partitions_def_name = 'batches'") == [(2,)]
     limits = dict(_query(postgres_database, "SELECT concurrency_key, \"limit\" FROM concurrency_limits"))
     assert limits == {"gpu": 2, "llm": 3}
+
+    # The shared state (manifests, leases, claims) went to the instance's Postgres, none of it to the data folder.
+    assert {key for (key,) in _query(postgres_database, "SELECT batch_key FROM diary_batches")} == partitions
+    assert {key for (key,) in _query(postgres_database, "SELECT batch_key FROM diary_batch_leases")} == partitions
+    claimed = _query(postgres_database, "SELECT batch_key, count(*) FROM diary_content_claims GROUP BY batch_key")
+    assert {key for key, _ in claimed} == partitions and sum(count for _, count in claimed) == 8
+    assert _query(postgres_database, "SELECT count(*) FROM diary_taken_files") == [(0,)], "files the CLI hands over are not landing files"
+    data_dir = tmp_path / "data"
+    assert [name for name in ("batches", "claims", "state") if (data_dir / name).exists()] == []

@@ -9,10 +9,9 @@ from diary_platform.batch.recovery import recovery_for
 from diary_platform.batch.redrive import REDRIVEN_BATCH_TAG, redriven_batches
 from diary_platform.definitions import build_definitions, build_resources
 from diary_platform.domain.catalog import Catalog
-from diary_platform.domain.ingest.batches import BatchStore
 from diary_platform.domain.ingest.quarantine import list_quarantine
 from diary_platform.domain.ingest.recovery import BatchState
-from diary_platform.resources import open_store
+from diary_platform.resources import open_state, open_store
 from diary_platform.runner import process_files
 
 
@@ -35,7 +34,7 @@ def quarantined(settings, instance, tmp_path, clips):
     text.write_text("this is a text file, not a recording\n" * 20)
     process_files([clips[0].path, empty, text], "alice", settings, instance)
     store = open_store(settings)
-    listed = {r.source_name: r for r in list_quarantine(Catalog(store), BatchStore(store.batches_root))}
+    listed = {r.source_name: r for r in list_quarantine(Catalog(store), open_state(settings, instance).batches)}
     assert set(listed) == {"empty.wav", "notes.mp3"}
     return listed
 
@@ -49,7 +48,7 @@ def test_the_redrive_job_makes_a_batch_of_the_selection_and_the_sensor_runs_it(s
     key = run.tags[REDRIVEN_BATCH_TAG]
     assert _batches(settings) == sorted([*before, key]) and instance.has_dynamic_partition("batches", key)
     store = open_store(settings)
-    recovery = recovery_for(instance, BatchStore(store.batches_root))
+    recovery = recovery_for(instance, open_state(settings, instance).batches, Catalog(store))
     assert recovery.state(key, datetime.now(timezone.utc)) is BatchState.RUNNING, "handed over: recovery leaves it alone"
 
     [entry] = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)
@@ -92,4 +91,4 @@ def test_a_selection_that_matches_nothing_makes_no_batch_and_the_sensor_skips(se
     ) as context:
         assert isinstance(redriven_batches(context), dg.SkipReason)
     store = open_store(settings)
-    assert len(list_quarantine(Catalog(store), BatchStore(store.batches_root))) == len(quarantined)
+    assert len(list_quarantine(Catalog(store), open_state(settings, instance).batches)) == len(quarantined)

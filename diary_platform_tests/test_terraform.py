@@ -7,7 +7,6 @@ identity binding, the private Cloud SQL instance and the secrets.
 """
 
 import json
-import os
 import re
 import subprocess
 import time

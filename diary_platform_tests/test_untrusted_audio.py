@@ -22,6 +22,7 @@ from diary_platform import batch
 from diary_platform.domain import stages
 from diary_platform.domain.audio.decode import AudioRejected, decode_to_wav
 from diary_platform.domain.ingest.batches import BatchStore
+from diary_platform.domain.shared_state import open_shared_state
 from diary_platform.domain.ingest.quarantine import list_quarantine
 from diary_platform.domain.catalog import Catalog
 from diary_platform.domain.audio.sandbox import DecodeSandbox, SandboxLimits, SandboxPool
@@ -48,7 +49,7 @@ def _wav(path: Path, samples: np.ndarray, rate: int = 16_000) -> Path:
 
 def _quarantine_of(data_dir: Path) -> tuple[Catalog, BatchStore]:
     store = DataStore(data_dir)
-    return Catalog(store), BatchStore(store.batches_root)
+    return Catalog(store), open_shared_state(data_dir).batches
 
 
 def bad_corpus(folder: Path) -> list[Path]:

@@ -1,5 +1,6 @@
 """The batch slice: what one ingest batch goes through (four assets and their checks), its job, the landing
-sensor that makes batches, the recovery sensor that resumes them and the job that re-drives the quarantine."""
+sensor that makes batches, the recovery sensor that resumes them, the job that re-drives the quarantine, and
+the retention job that retires old batches from Dagster when a retention is set."""
 
 import dagster as dg
 
@@ -9,6 +10,7 @@ from diary_platform.batch.process_batch import PROCESS_BATCH, RETRANSCRIBE, proc
 from diary_platform.batch.raw_audio import raw_audio_asset, raw_audio_schema
 from diary_platform.batch.recovery import recovery_sensor
 from diary_platform.batch.redrive import redrive_job, redriven_batches
+from diary_platform.batch.retention import retention_definitions
 from diary_platform.batch.transcripts import mean_log_probability, transcripts_asset, transcripts_schema
 from diary_platform.batch.validated_audio import quarantine_share, validated_audio_asset, validated_audio_schema
 from diary_platform.settings import Settings
@@ -22,6 +24,7 @@ CHECKS = [
     diary_notes_schema,
 ]
 
+
 def assets(settings: Settings) -> list[dg.AssetsDefinition]:
     return [
         raw_audio_asset(settings),
@@ -32,9 +35,12 @@ def assets(settings: Settings) -> list[dg.AssetsDefinition]:
 
 
 def definitions(settings: Settings) -> dg.Definitions:
-    return dg.Definitions(
+    batches = dg.Definitions(
         assets=assets(settings),
         asset_checks=CHECKS,
         jobs=[process_batch, redrive_job, retranscribe],
         sensors=[landing_bucket_sensor if settings.landing_uri else landing_sensor, recovery_sensor, redriven_batches],
     )
+    if not settings.partition_retention_days:
+        return batches
+    return dg.Definitions.merge(batches, retention_definitions(settings.partition_retention_days))

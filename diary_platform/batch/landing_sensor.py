@@ -20,7 +20,7 @@ from diary_platform.resources import LandingBucket, LandingFolder, StoreResource
 
 
 def _intake(context: dg.SensorEvaluationContext, store: StoreResource, now: datetime) -> Intake:
-    recovery = recovery_for(context.instance, store.batches)
+    recovery = recovery_for(context.instance, store.batches, store.catalog)
     return Intake(store.batches, store.claims, Owner.this_process(SENSOR_ROLE), lambda key: recovery.state(key, now))
 
 

@@ -5,7 +5,7 @@ running, unless it ran in a process (a `diary run`) that is gone: such a run is 
 so the UI shows what happened. Failed runs Dagster will retry by itself count as live too.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import dagster as dg
 from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
@@ -15,13 +15,13 @@ from diary_platform.batch.process_batch import PROCESS_BATCH
 from diary_platform.domain import catalog
 from diary_platform.domain.ingest.batches import BatchManifest, BatchStore
 from diary_platform.domain.ingest.claims import Owner
-from diary_platform.domain.ingest.recovery import BatchRuns, Recovery
+from diary_platform.domain.catalog import Catalog
+from diary_platform.domain.ingest.recovery import RECOVERY_WINDOW, BatchRuns, Recovery
 from diary_platform.partitions import BATCHES, batch_partitions
 from diary_platform.resources import StoreResource
 
 PROCESS_TAGS = {"role": "diary/role", "host": "diary/host", "boot_id": "diary/boot", "pid": "diary/pid", "started": "diary/started"}
 PARTITION_TAG = "dagster/partition"
-RECOVERY_WINDOW = timedelta(days=7)
 MAX_RESUMED_PER_TICK = 32
 
 
@@ -57,13 +57,15 @@ def _last_error(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
     return failures[-1].dagster_event.message if failures else None
 
 
-def batch_runs(instance: dg.DagsterInstance, key: str) -> BatchRuns:
+def batch_runs(instance: dg.DagsterInstance, key: str, stored: Catalog) -> BatchRuns:
+    """What Dagster recorded of the batch; once retention deleted its runs (batch/retention.py), its stored notes."""
     notes = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(catalog.DIARY_NOTES), asset_partitions=[key]), limit=1
     )
     live = False
     failed: list[dg.DagsterRun] = []
-    for run in instance.get_runs(filters=dg.RunsFilter(tags={PARTITION_TAG: key})):
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={PARTITION_TAG: key}))
+    for run in runs:
         if run.status in NOT_FINISHED_STATUSES:
             owner = _owner_of(run.tags)
             if owner is not None and owner.alive() is False:
@@ -77,7 +79,8 @@ def batch_runs(instance: dg.DagsterInstance, key: str) -> BatchRuns:
             else:
                 failed.append(run)
     last_error = _last_error(instance, failed[0]) if failed else None  # runs come newest first
-    return BatchRuns(done=bool(notes.records), live=live, failures=len(failed), last_error=last_error)
+    done = bool(notes.records) or (not runs and stored.has(catalog.DIARY_NOTES, key))
+    return BatchRuns(done=done, live=live, failures=len(failed), last_error=last_error)
 
 
 def fail_runs_of_this_process(instance: dg.DagsterInstance, message: str) -> None:
@@ -88,8 +91,8 @@ def fail_runs_of_this_process(instance: dg.DagsterInstance, message: str) -> Non
         instance.report_run_failed(run, message)
 
 
-def recovery_for(instance: dg.DagsterInstance, batches: BatchStore) -> Recovery:
-    return Recovery(batches, lambda key: batch_runs(instance, key))
+def recovery_for(instance: dg.DagsterInstance, batches: BatchStore, stored: Catalog) -> Recovery:
+    return Recovery(batches, lambda key: batch_runs(instance, key, stored))
 
 
 @dg.sensor(
@@ -103,7 +106,7 @@ def recovery_for(instance: dg.DagsterInstance, batches: BatchStore) -> Recovery:
 )
 def recovery_sensor(context: dg.SensorEvaluationContext, store: StoreResource):
     now = datetime.now(timezone.utc)
-    recovery = recovery_for(context.instance, store.batches)
+    recovery = recovery_for(context.instance, store.batches, store.catalog)
     requests, unregistered = [], []
     for manifest, runs in recovery.stranded(now - RECOVERY_WINDOW, now):
         if len(requests) >= MAX_RESUMED_PER_TICK:

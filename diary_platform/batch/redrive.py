@@ -41,7 +41,7 @@ def redrive_quarantined(context: dg.OpExecutionContext, config: RedriveConfig, s
         context.log.info("no quarantined recording matches; nothing to re-drive")
         return
     now = datetime.now(timezone.utc)
-    recovery = recovery_for(context.instance, store.batches)
+    recovery = recovery_for(context.instance, store.batches, store.catalog)
     intake = Intake(store.batches, store.claims, Owner.this_process(REDRIVE_JOB_ROLE), lambda key: recovery.state(key, now))
     manifest = redrive_manifest(recordings, now, intake)
     context.instance.add_dynamic_partitions(BATCHES, [manifest.key])

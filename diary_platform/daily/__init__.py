@@ -1,6 +1,6 @@
-"""The daily slice: each day's digests and cost report, kept current through the day by declarative
-automation as batches land, the job and schedule that close a day, and the sensor that writes a closed
-day again when a late recording arrives."""
+"""The daily slice: each day's digests and cost report, kept current through the day as batches land
+(todays_refresh.py), the job and schedule that close a day, and the sensor that writes a closed day again
+when a late recording arrives."""
 
 from datetime import datetime, timedelta, timezone
 
@@ -9,17 +9,13 @@ import polars as pl
 
 from diary_platform.daily.cost_report import cost_report_asset, within_daily_budget
 from diary_platform.daily.daily_digest import daily_digest_asset
+from diary_platform.daily.jobs import daily_job
+from diary_platform.daily.todays_refresh import todays_refresh
 from diary_platform.domain import catalog
 from diary_platform.domain.schemas import STATUS_OK
 from diary_platform.partitions import daily_partitions
 from diary_platform.resources import StoreResource
 from diary_platform.settings import Settings
-
-daily_job = dg.define_asset_job(
-    "daily_job",
-    selection=dg.AssetSelection.assets(catalog.DAILY_DIGEST, catalog.COST_REPORT),
-    description="A day's digests and cost report.",
-)
 
 
 @dg.schedule(
@@ -52,20 +48,11 @@ def late_recordings_sensor(context: dg.SensorEvaluationContext, asset_event: dg.
             yield dg.RunRequest(partition_key=day.isoformat(), run_key=f"{day.isoformat()}:{batch}")
 
 
-daily_automation = dg.AutomationConditionSensorDefinition(
-    "daily_automation",
-    target=dg.AssetSelection.assets(catalog.DAILY_DIGEST, catalog.COST_REPORT),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-    description="Evaluates the automation conditions of today's digest and cost report: a new batch refreshes both.",
-)
-
-
 def definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[daily_digest_asset(settings), cost_report_asset(settings)],
         asset_checks=[within_daily_budget],
         jobs=[daily_job],
         schedules=[daily_schedule],
-        sensors=[late_recordings_sensor, daily_automation],
+        sensors=[late_recordings_sensor, todays_refresh],
     )

@@ -6,7 +6,7 @@ from diary_platform.domain import catalog
 from diary_platform.domain.costs import TOTAL, URI_COLUMNS
 from diary_platform.domain.costs import cost_report as build_cost_report
 from diary_platform.k8s import step_tags
-from diary_platform.partitions import KEEP_TODAY_CURRENT, daily_partitions
+from diary_platform.partitions import daily_partitions
 from diary_platform.resources import PlatformPricing, StoreResource
 from diary_platform.retries import NETWORK_RETRY
 from diary_platform.settings import Settings
@@ -16,7 +16,6 @@ def cost_report_asset(settings: Settings) -> dg.AssetsDefinition:
         name=catalog.COST_REPORT,
         op_tags=step_tags(settings, catalog.COST_REPORT),
         partitions_def=daily_partitions,
-        automation_condition=KEEP_TODAY_CURRENT,
         group_name="operations",
         kinds={"polars", "parquet"},
         retry_policy=NETWORK_RETRY,

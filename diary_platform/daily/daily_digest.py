@@ -6,7 +6,7 @@ import polars as pl
 from diary_platform.domain import catalog
 from diary_platform.domain.notes.digest import write_digests
 from diary_platform.k8s import step_tags
-from diary_platform.partitions import KEEP_TODAY_CURRENT_THROTTLED, daily_partitions
+from diary_platform.partitions import daily_partitions
 from diary_platform.resources import NoteWriterResource, StoreResource
 from diary_platform.retries import NETWORK_RETRY
 from diary_platform.settings import Settings
@@ -20,7 +20,6 @@ def daily_digest_asset(settings: Settings) -> dg.AssetsDefinition:
         name=catalog.DAILY_DIGEST,
         op_tags=step_tags(settings, catalog.DAILY_DIGEST),
         partitions_def=daily_partitions,
-        automation_condition=KEEP_TODAY_CURRENT_THROTTLED,
         group_name="diary",
         kinds={"polars", "parquet"},
         pool="llm",

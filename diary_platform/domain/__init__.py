@@ -8,5 +8,6 @@
 - catalog.py: the stored tables by name (one batch, a day's batches, each recording's latest row).
 - stages.py: one function per stage of the asset graph, a table in and the next table out.
 - schemas.py: the pandera contracts between stages.
+- shared_state.py: where the control state lives (files, or Postgres: state_database.py), one factory.
 - costs.py: the daily cost report. status.py: recent batches. instruments.py: spans and metrics.
 """

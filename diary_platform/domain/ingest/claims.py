@@ -1,4 +1,7 @@
-"""Who took what: one small marker file per landing file and per content hash, each naming its batch and owner.
+"""Who took what: one claim per landing file and per content hash, each naming its batch and owner.
+
+On one machine the claims are marker files in the data folder; on a cluster they are rows in the
+instance's Postgres (`PostgresClaims`), with the same guarantees from a conditional insert.
 
 A claim says only who took a recording and when; whether it was done is what Dagster recorded (see
 recovery.py). Markers are whole from the moment they exist: each is written to a temp file and
@@ -17,6 +20,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
+
+from diary_platform.domain.state_database import StateDatabase
 
 
 def _boot_id() -> str:
@@ -115,7 +121,33 @@ def _read(marker: Path) -> dict | None:
         return None
 
 
-class Claims:
+class Claims(Protocol):
+    """The ledger of claims: files in the data folder (FileClaims) or rows in Postgres (PostgresClaims)."""
+
+    def claim_content(self, content_sha256: str, batch_key: str, source: str, owner: Owner | None = None) -> bool:
+        """True when this content was not claimed before and now belongs to `batch_key`."""
+
+    def content_claim(self, content_sha256: str) -> Claim | None: ...
+
+    def reclaim_content(self, content_sha256: str, from_batch: str, batch_key: str, source: str, owner: Owner) -> bool:
+        """Move content from a batch that gave up to `batch_key`; False when someone else moved it first."""
+
+    def file_taken(self, key: LandingFileKey) -> bool: ...
+
+    def mark_file_taken(self, key: LandingFileKey, content_sha256: str, batch_key: str | None) -> None: ...
+
+    def content_batch(self, content_sha256: str) -> str | None:
+        claim = self.content_claim(content_sha256)
+        return claim.batch_key if claim else None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class FileClaims(Claims):
+    """One marker file per content and per landing file, created exclusively (for a single machine)."""
+
     def __init__(self, root: Path):
         self.root = Path(root)
 
@@ -123,22 +155,12 @@ class Claims:
         return self.root / kind / digest[:2] / f"{digest}.json"
 
     def claim_content(self, content_sha256: str, batch_key: str, source: str, owner: Owner | None = None) -> bool:
-        """True when this content was not claimed before and now belongs to `batch_key`."""
-        payload = {
-            "batch": batch_key,
-            "source": source,
-            "owner": asdict(owner) if owner else None,
-            "claimed_at": datetime.now(timezone.utc).isoformat(),
-        }
+        payload = {"batch": batch_key, "source": source, "owner": asdict(owner) if owner else None, "claimed_at": _now()}
         return create_exclusive(self._marker("content", content_sha256), payload)
 
     def content_claim(self, content_sha256: str) -> Claim | None:
         raw = _read(self._marker("content", content_sha256))
         return Claim.from_json(content_sha256, raw) if raw else None
-
-    def content_batch(self, content_sha256: str) -> str | None:
-        claim = self.content_claim(content_sha256)
-        return claim.batch_key if claim else None
 
     @contextmanager
     def _exclusive(self):
@@ -148,7 +170,6 @@ class Claims:
             yield
 
     def reclaim_content(self, content_sha256: str, from_batch: str, batch_key: str, source: str, owner: Owner) -> bool:
-        """Move content from a batch that gave up to `batch_key`; False when someone else moved it first."""
         marker = self._marker("content", content_sha256)
         with self._exclusive():
             current = self.content_claim(content_sha256)
@@ -165,3 +186,48 @@ class Claims:
             self._marker("files", key.digest),
             {"path": key.relative_path, "user": key.user, "sha256": content_sha256, "batch": batch_key},
         )
+
+
+class PostgresClaims(Claims):
+    """Claims as rows keyed by content (and by landing file): a conditional insert wins a claim, a conditional
+    update moves one, so any number of machines race safely."""
+
+    def __init__(self, database: StateDatabase):
+        self.database = database
+
+    def claim_content(self, content_sha256: str, batch_key: str, source: str, owner: Owner | None = None) -> bool:
+        return self.database.execute(
+            "INSERT INTO diary_content_claims (content_sha256, batch_key, source, owner, claimed_at)"
+            " VALUES (:sha, :batch, :source, CAST(:owner AS jsonb), :claimed_at) ON CONFLICT (content_sha256) DO NOTHING",
+            sha=content_sha256, batch=batch_key, source=source, owner=_owner_json(owner), claimed_at=_now(),
+        ) == 1
+
+    def content_claim(self, content_sha256: str) -> Claim | None:
+        rows = self.database.rows(
+            "SELECT batch_key, source, owner, claimed_at FROM diary_content_claims WHERE content_sha256 = :sha", sha=content_sha256
+        )
+        if not rows:
+            return None
+        [(batch_key, source, owner, claimed_at)] = rows
+        return Claim.from_json(content_sha256, {"batch": batch_key, "source": source, "owner": owner, "claimed_at": claimed_at.isoformat()})
+
+    def reclaim_content(self, content_sha256: str, from_batch: str, batch_key: str, source: str, owner: Owner) -> bool:
+        return self.database.execute(
+            "UPDATE diary_content_claims SET batch_key = :batch, source = :source, owner = CAST(:owner AS jsonb), claimed_at = :claimed_at"
+            " WHERE content_sha256 = :sha AND batch_key = :from_batch",
+            sha=content_sha256, from_batch=from_batch, batch=batch_key, source=source, owner=_owner_json(owner), claimed_at=_now(),
+        ) == 1
+
+    def file_taken(self, key: LandingFileKey) -> bool:
+        return bool(self.database.rows("SELECT 1 FROM diary_taken_files WHERE file_digest = :digest", digest=key.digest))
+
+    def mark_file_taken(self, key: LandingFileKey, content_sha256: str, batch_key: str | None) -> None:
+        self.database.execute(
+            "INSERT INTO diary_taken_files (file_digest, user_name, relative_path, content_sha256, batch_key)"
+            " VALUES (:digest, :user, :path, :sha, :batch) ON CONFLICT (file_digest) DO NOTHING",
+            digest=key.digest, user=key.user, path=key.relative_path, sha=content_sha256, batch=batch_key,
+        )
+
+
+def _owner_json(owner: Owner | None) -> str | None:
+    return json.dumps(asdict(owner)) if owner else None

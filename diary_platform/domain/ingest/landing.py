@@ -206,7 +206,7 @@ class Intake:
         kept = [i for i in items if self._claim(i, manifest.key, file_keys)]
         if len(kept) != len(items):
             if not kept:
-                self.batches.path(manifest.key).unlink()
+                self.batches.delete(manifest.key)
                 return None
             manifest = BatchManifest(manifest.key, manifest.created_at, tuple(kept), self.owner)
             self.batches.write(manifest)

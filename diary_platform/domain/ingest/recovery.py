@@ -1,7 +1,7 @@
 """Resuming what a crash, a kill or a pre-emption left half done.
 
-"Done" is what Dagster recorded: a batch is done when its `diary_notes` materialized. A claim only says
-who took a recording. Every batch that is not done is one of:
+"Done" is what Dagster recorded: a batch is done when its `diary_notes` materialized (or, once retention
+has deleted its runs, when its notes table is stored). A claim only says who took a recording. Every batch that is not done is one of:
 - running: a run of it is queued or running, or the process holding its lease (the one that made it, or
   the last one that resumed it) is still alive;
 - stranded: none of that; whoever finds it resumes it (`diary run` with the same files, `diary recover`,
@@ -25,6 +25,8 @@ HANDOVER_ROLES = frozenset({SENSOR_ROLE, REDRIVE_JOB_ROLE})
 SENSOR_GRACE = timedelta(minutes=2)
 # A lease held by a process on another machine cannot be checked from here; it lapses after a run's longest time.
 FOREIGN_LEASE = timedelta(hours=6)
+# Stranded batches made this long ago or less are resumed by the recovery sensor; retention keeps batches longer.
+RECOVERY_WINDOW = timedelta(days=7)
 MAX_ATTEMPTS = 3
 
 

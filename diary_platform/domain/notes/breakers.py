@@ -1,4 +1,5 @@
-"""Circuit breakers whose state every step process shares: pybreaker over a small JSON file per provider.
+"""Circuit breakers whose state every step process shares: pybreaker over a small JSON file per provider on
+one machine, or over a row per provider in the instance's Postgres on a cluster.
 
 A provider that keeps failing, or says its quota is spent, is skipped by every process until the
 breaker's reset timeout has passed; then one trial call decides (pybreaker's half-open state).
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pybreaker
 
+from diary_platform.domain.state_database import StateDatabase
 from diary_platform.domain.store.layout import write_text_atomic
 
 
@@ -81,17 +83,68 @@ class FileBreakerStorage(pybreaker.CircuitBreakerStorage):
         self._update(opened_at=value.isoformat())
 
 
-def breaker_for(
-    state_dir: Path, provider: str, fail_max: int, reset_seconds: float, exclude: list
-) -> pybreaker.CircuitBreaker:
-    """`exclude`: exception types or predicates that say nothing about the provider's health."""
-    storage = FileBreakerStorage(Path(state_dir) / "breakers" / f"{provider}.json")
+class PostgresBreakerStorage(pybreaker.CircuitBreakerStorage):
+    """One row per provider; counters move by atomic increments, so no failure is lost between machines."""
+
+    def __init__(self, database: StateDatabase, name: str):
+        super().__init__(name)
+        self.database = database
+        database.execute(
+            "INSERT INTO diary_breakers (name, state) VALUES (:name, :closed) ON CONFLICT (name) DO NOTHING",
+            name=name, closed=pybreaker.STATE_CLOSED,
+        )
+
+    def _column(self, column: str):
+        return self.database.rows(f"SELECT {column} FROM diary_breakers WHERE name = :name", name=self.name)[0][0]
+
+    def _set(self, assignment: str, **values) -> None:
+        self.database.execute(f"UPDATE diary_breakers SET {assignment} WHERE name = :name", name=self.name, **values)
+
+    @property
+    def state(self) -> str:
+        return self._column("state")
+
+    @state.setter
+    def state(self, state: str) -> None:
+        self._set("state = :state", state=state)
+
+    def increment_counter(self) -> None:
+        self._set("counter = counter + 1")
+
+    def reset_counter(self) -> None:
+        self._set("counter = 0")
+
+    def increment_success_counter(self) -> None:
+        self._set("success_counter = success_counter + 1")
+
+    def reset_success_counter(self) -> None:
+        self._set("success_counter = 0")
+
+    @property
+    def counter(self) -> int:
+        return self._column("counter")
+
+    @property
+    def success_counter(self) -> int:
+        return self._column("success_counter")
+
+    @property
+    def opened_at(self) -> datetime | None:
+        return self._column("opened_at")
+
+    @opened_at.setter
+    def opened_at(self, value: datetime) -> None:
+        self._set("opened_at = :opened_at", opened_at=value)
+
+
+def breaker_for(storage: pybreaker.CircuitBreakerStorage, fail_max: int, reset_seconds: float, exclude: list) -> pybreaker.CircuitBreaker:
+    """A breaker named after its storage's provider. `exclude`: exception types or predicates that say
+    nothing about the provider's health."""
     return pybreaker.CircuitBreaker(
         fail_max=fail_max,
         reset_timeout=reset_seconds,
         state_storage=storage,
-        name=provider,
+        name=storage.name,
         exclude=exclude,
         throw_new_error_on_trip=False,
     )
-

@@ -24,7 +24,8 @@ from diary_platform.domain.notes.draft import DraftRejected, Mood, NoteDraft, ch
 from diary_platform.domain.notes.local import LocalNoteWriter
 from diary_platform.domain.notes.note import Note, NoteRequest
 from diary_platform.domain.notes.providers import Provider, ProviderFailure, ProviderSpec
-from diary_platform.domain.notes.spend import DailySpend, call_cost, load_prices
+from diary_platform.domain.notes.spend import call_cost, load_prices
+from diary_platform.domain.shared_state import SharedState
 
 MAX_CALL_TIMEOUT_SECONDS = 60.0
 CONTEXT_SHARE_FOR_TRANSCRIPT = 0.6
@@ -95,11 +96,11 @@ class _NoteInProgress:
 
 
 class NoteRouter:
-    def __init__(self, config: RouterConfig, state_dir: Path, environ: dict | None = None):
+    def __init__(self, config: RouterConfig, state: SharedState, environ: dict | None = None):
         environ = os.environ if environ is None else environ
         self.config = config
         self.prices = load_prices(Path(config.prices_file) if config.prices_file else None)
-        self.spend = DailySpend(state_dir)
+        self.spend = state.spend
         self.local = LocalNoteWriter()
         self.chain: list[_Route] = []
         for spec in config.providers:
@@ -108,7 +109,7 @@ class NoteRouter:
                 continue  # not configured here: no key in the environment
             provider = Provider(spec, key, config.call_timeout_seconds, config.max_retries, config.max_output_tokens)
             breaker = breaker_for(
-                state_dir, spec.name, config.breaker_fail_max, config.breaker_reset_seconds,
+                state.breaker_storage(spec.name), config.breaker_fail_max, config.breaker_reset_seconds,
                 exclude=[lambda error: not (isinstance(error, ProviderFailure) and error.kind == "unavailable")],
             )
             self.chain.append(_Route(spec, provider, breaker, spec.is_local(config.local_hosts)))

@@ -1,13 +1,16 @@
-"""What notes cost: list prices per model (a YAML file) and a per-user, per-day spend record."""
+"""What notes cost: list prices per model (a YAML file) and a per-user, per-day spend record every process shares."""
 
 import fcntl
 import json
 from datetime import date
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 
+from diary_platform.domain.state_database import StateDatabase
 from diary_platform.domain.store.layout import write_text_atomic
 
 
@@ -23,8 +26,16 @@ def call_cost(prices: dict, model: str, input_tokens: int, output_tokens: int) -
     return (input_tokens * price["input"] + output_tokens * price["output"]) / 1_000_000
 
 
-class DailySpend:
-    """Spend per user and day in one small file each, updated under a lock by every process."""
+class DailySpend(Protocol):
+    """Spend per user and day, booked by every process: files (FileDailySpend) or Postgres (PostgresDailySpend)."""
+
+    def spent(self, user: str, day: date) -> float: ...
+
+    def add(self, user: str, day: date, usd: float) -> None: ...
+
+
+class FileDailySpend(DailySpend):
+    """One small file per user and day, updated under a lock (a single machine)."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -44,3 +55,21 @@ class DailySpend:
         with open(path.with_suffix(".lock"), "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             write_text_atomic(path, json.dumps({"usd": self.spent(user, day) + usd}))
+
+
+class PostgresDailySpend(DailySpend):
+    """One row per user and day, added to by a single atomic upsert (exact decimal sums)."""
+
+    def __init__(self, database: StateDatabase):
+        self.database = database
+
+    def spent(self, user: str, day: date) -> float:
+        rows = self.database.rows("SELECT usd FROM diary_daily_spend WHERE user_name = :user AND day = :day", user=user, day=day)
+        return float(rows[0].usd) if rows else 0.0
+
+    def add(self, user: str, day: date, usd: float) -> None:
+        self.database.execute(
+            "INSERT INTO diary_daily_spend (user_name, day, usd) VALUES (:user, :day, :usd)"
+            " ON CONFLICT (user_name, day) DO UPDATE SET usd = diary_daily_spend.usd + excluded.usd",
+            user=user, day=day, usd=Decimal(repr(usd)),
+        )

@@ -57,7 +57,8 @@ def write_text_atomic(target: Path, text: str) -> None:
 
 
 class DataStore:
-    """Everything the platform keeps: objects in `objects`, control state under `state_root`."""
+    """Everything the platform keeps: objects in `objects`; the control state (shared_state.py) is under `state_root`
+    unless it lives in Postgres."""
 
     def __init__(self, state_root: Path | str, objects: ObjectStore | None = None, uploads: UploadSources | None = None):
         """`objects` default to the tiers of the state folder itself (the local layout); `uploads` to local files only."""
@@ -86,14 +87,6 @@ class DataStore:
     @staticmethod
     def note_key(recording_id: str) -> str:
         return f"notes/{recording_id}.md"
-
-    @property
-    def batches_root(self) -> Path:
-        return self.state_root / "batches"
-
-    @property
-    def claims_root(self) -> Path:
-        return self.state_root / "claims"
 
     def store_original(self, source: str | Path, content_sha256: str) -> Written:
         """Copy an upload (a local path or `gs://bucket/name#generation`) into content-addressed storage

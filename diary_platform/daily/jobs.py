@@ -1,0 +1,11 @@
+"""The daily slice's job, apart so that its sensors and schedule can import it."""
+
+import dagster as dg
+
+from diary_platform.domain import catalog
+
+daily_job = dg.define_asset_job(
+    "daily_job",
+    selection=dg.AssetSelection.assets(catalog.DAILY_DIGEST, catalog.COST_REPORT),
+    description="A day's digests and cost report.",
+)

@@ -287,6 +287,6 @@ def _resume_point(listed: list[str], first_not_done: str | None, previous: str) 
     """Where the next tick resumes: after the last name listed, or just before the first arrival not done
     (which is where this tick began when it did none)."""
     if first_not_done is None:
-        return listed[-1]
+        return listed[-1] if listed else previous
     index = listed.index(first_not_done)
     return listed[index - 1] if index else previous

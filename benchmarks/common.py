@@ -1,5 +1,6 @@
 """Shared by the benchmarks: the eval corpus, a raw faster-whisper baseline and a platform run."""
 
+import math
 import statistics
 import sys
 import tempfile
@@ -68,7 +69,8 @@ def platform_transcribe(files: list[Path], instance, warm: bool = False, **trans
         transcription._models.clear()
     with tempfile.TemporaryDirectory() as root:
         overrides = {"transcriber": transcriber} if transcriber else {}
-        settings = Settings(data_dir=Path(root) / "data", batch_limits={"max_files": len(files)}, **overrides)
+        one_batch = {"max_files": len(files), "work_seconds": math.inf}
+        settings = Settings(data_dir=Path(root) / "data", batch_limits=one_batch, **overrides)
         report = process_files(files, "bench", settings, instance)
     by_file = {Path(r.file).resolve(): r for r in report.results}
     texts = [by_file[path.resolve()].transcript or "" for path in files]

@@ -305,8 +305,11 @@ def ui(port: int = typer.Option(3000, help="Port of the web UI.")) -> None:
 
     settings = Settings()
     dagster_instance(settings)
-    settings.landing_dir.mkdir(parents=True, exist_ok=True)
-    console.print(f"landing folder: {settings.landing_dir}  (drop recordings into <user>/ sub-folders)")
+    if settings.landing_uri:
+        console.print(f"landing bucket: {settings.landing_uri}  (upload recordings under <user>/)")
+    else:
+        settings.landing_dir.mkdir(parents=True, exist_ok=True)
+        console.print(f"landing folder: {settings.landing_dir}  (drop recordings into <user>/ sub-folders)")
     command = [str(Path(sys.executable).parent / "dg"), "dev", "-m", "diary_platform.definitions", "-p", str(port)]
     env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home), "DIARY_DATA_DIR": str(settings.data_dir)}
     raise typer.Exit(subprocess.call(command, env=env))

@@ -10,6 +10,7 @@ from diary_platform.io_manager import ParquetIOManager
 from diary_platform.k8s import executor
 from diary_platform.resources import (
     DecodeLimits,
+    LandingBucket,
     LandingFolder,
     NoteWriterResource,
     PlatformPricing,
@@ -25,9 +26,14 @@ def _text(path) -> str | None:
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
-    """The resources every slice shares, configured from `settings`."""
+    """The resources every slice shares, configured from `settings`; the landing bucket only when one is set."""
     store = StoreResource(
         data_dir=str(settings.data_dir), storage_uri=settings.storage_uri, gcs_project=settings.gcs_project, state_url=settings.state_url
+    )
+    bucket = (
+        {"landing_bucket": LandingBucket(landing_uri=settings.landing_uri, gcs_project=settings.gcs_project, **asdict(settings.batch_limits))}
+        if settings.landing_uri
+        else {}
     )
     return {
         "store": store,
@@ -37,6 +43,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "guards": TranscriptGuards(**asdict(settings.guards)),
         "note_writer": NoteWriterResource(llm_config=_text(settings.llm_config), local_only=settings.local_only, store=store),
         "landing": LandingFolder(landing_dir=str(settings.landing_dir), **asdict(settings.batch_limits)),
+        **bucket,
         "pricing": PlatformPricing(
             prices_file=_text(settings.platform_prices_file), transcribes_on_gpu=settings.transcriber.device.startswith("cuda")
         ),

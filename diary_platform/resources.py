@@ -4,7 +4,7 @@ Values come from `Settings` (build_resources); defaults live in the domain datac
 here are the schema the UI shows, never a second copy of the defaults.
 """
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -17,7 +17,9 @@ from pydantic import PrivateAttr
 from diary_platform.domain.costs import PlatformPrices, recording_costs, stored_bytes
 from diary_platform.domain.ingest.batches import BatchStore
 from diary_platform.domain.ingest.claims import Claims
-from diary_platform.domain.ingest.landing import BatchLimits
+from diary_platform.domain.ingest.landing import Intake
+from diary_platform.domain.ingest.batching import BatchLimits
+from diary_platform.domain.ingest.bucket import BucketScanner, ContentAliases
 from diary_platform.domain.audio.sandbox import SandboxLimits, SandboxPool
 from diary_platform.domain.catalog import Catalog
 from diary_platform.domain.notes.local import LocalNoteWriter
@@ -31,13 +33,20 @@ from diary_platform.domain.speech.policy import TranscriptionPolicy, load_policy
 from diary_platform.domain.speech.transcription import TranscriberConfig
 from diary_platform.domain.store.layout import DataStore
 from diary_platform.domain.store.objects import open_objects
+from diary_platform.domain.store.uploads import UploadSources
 from diary_platform.settings import Settings
 
 
 @lru_cache(maxsize=8)
+def gcs_client(gcs_project: str):
+    """One google-cloud-storage client per project and process."""
+    return GCSResource(project=gcs_project or None).get_client()
+
+
+@lru_cache(maxsize=8)
 def _store(data_dir: str, storage_uri: str, gcs_project: str) -> DataStore:
-    client = GCSResource(project=gcs_project or None).get_client() if storage_uri.startswith("gs://") else None
-    return DataStore(data_dir, open_objects(storage_uri or data_dir, client))
+    client = gcs_client(gcs_project) if storage_uri.startswith("gs://") else None
+    return DataStore(data_dir, open_objects(storage_uri or data_dir, client), UploadSources(lambda: gcs_client(gcs_project)))
 
 
 def open_store(settings: Settings) -> DataStore:
@@ -161,21 +170,42 @@ class NoteWriterResource(dg.ConfigurableResource):
         return NoteRouter(config, self.store.shared_state)
 
 
-class LandingFolder(dg.ConfigurableResource):
-    landing_dir: str
+class BatchSizing(dg.ConfigurableResource):
+    """When batches close (batching.py): at `work_seconds` x `transcribe_speed` seconds of estimated audio,
+    or a cap; and how much one sensor tick may look at."""
+
     max_files: int
     max_bytes: int
+    work_seconds: float
+    transcribe_speed: float
     max_wait_seconds: float
     max_files_scanned: int
     max_bytes_hashed: int
     max_batches_per_tick: int
 
+    def limits(self) -> BatchLimits:
+        return BatchLimits(**self.model_dump(include={f.name for f in fields(BatchLimits)}))
+
+
+class LandingFolder(BatchSizing):
+    """The landing folder: `<landing_dir>/<user>/...`."""
+
+    landing_dir: str
+
     @property
     def root(self) -> Path:
         return Path(self.landing_dir)
 
-    def limits(self) -> BatchLimits:
-        return BatchLimits(**self.model_dump(exclude={"landing_dir"}))
+
+class LandingBucket(BatchSizing):
+    """The landing bucket: `gs://bucket/prefix/<user>/...`, listed with one client per process."""
+
+    landing_uri: str
+    gcs_project: str
+
+    def scanner(self, intake: Intake, data_dir: str) -> BucketScanner:
+        aliases = ContentAliases(Path(data_dir) / "state" / "content_aliases")
+        return BucketScanner(gcs_client(self.gcs_project), self.landing_uri, intake, aliases, self.limits())
 
 
 class PlatformPricing(dg.ConfigurableResource):

@@ -204,8 +204,9 @@ class BatchRunner:
 
     def _file_of(self, item: BatchItem) -> Path:
         """The file as the user knows it: the path handed over, or for a re-drive (which reads the stored
-        original) the name it was uploaded under."""
-        return Path(item.user, item.relative_path) if self.source == "redrive" else Path(item.source_path)
+        original) or an object in the landing bucket the name it was uploaded under."""
+        by_name = self.source == "redrive" or item.source_path.startswith("gs://")
+        return Path(item.user, item.relative_path) if by_name else Path(item.source_path)
 
     def resume(self, key: str) -> list[RecordingResult]:
         """Run a stranded batch again, unless another process took it over first."""

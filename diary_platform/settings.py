@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from diary_platform.domain.audio.sandbox import SandboxLimits
-from diary_platform.domain.ingest.landing import BatchLimits
+from diary_platform.domain.ingest.batching import GPU_BATCH_DEFAULTS, BatchLimits
 from diary_platform.domain.ingest.recovery import RECOVERY_WINDOW
 from diary_platform.domain.notes.llm_config import load_router_config
 from diary_platform.domain.speech.guards import GuardConfig
@@ -53,6 +53,7 @@ VARIABLES: dict[str, tuple[tuple[str, ...], Callable[[str], Any] | None]] = {
     "DIARY_ENVIRONMENT": (("environment",), None),
     "DIARY_DATA_DIR": (("data_dir",), None),
     "DIARY_LANDING": (("landing_dir",), None),
+    "DIARY_LANDING_URI": (("landing_uri",), None),
     "DAGSTER_HOME": (("dagster_home",), None),
     "DIARY_STORAGE_URI": (("storage_uri",), None),
     "DIARY_GCS_PROJECT": (("gcs_project",), None),
@@ -73,6 +74,8 @@ VARIABLES: dict[str, tuple[tuple[str, ...], Callable[[str], Any] | None]] = {
     "DIARY_DECODE_WORKERS": (("decode_limits", "workers"), None),
     "DIARY_BATCH_MAX_FILES": (("batch_limits", "max_files"), None),
     "DIARY_BATCH_MAX_BYTES": (("batch_limits", "max_bytes"), None),
+    "DIARY_BATCH_WORK_SECONDS": (("batch_limits", "work_seconds"), None),
+    "DIARY_TRANSCRIBE_SPEED": (("batch_limits", "transcribe_speed"), None),
     "DIARY_BATCH_MAX_WAIT_SECONDS": (("batch_limits", "max_wait_seconds"), None),
     "DIARY_PARTITION_RETENTION_DAYS": (("partition_retention_days",), None),
     "DIARY_MODEL": (("transcriber", "model"), None),
@@ -136,6 +139,7 @@ class Settings(BaseSettings):
     environment: Literal["local", "k8s"] = "local"
     data_dir: Path = Path("data")
     landing_dir: Path
+    landing_uri: str = ""
     dagster_home: Path
     storage_uri: str = ""
     gcs_project: str = ""
@@ -164,6 +168,14 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
         return (init_settings, _Variables(settings_cls))
+
+    @field_validator("landing_uri")
+    @classmethod
+    def _landing_is_a_bucket(cls, uri: str) -> str:
+        """Unset: the landing folder. Set: a bucket and an optional prefix, where the bucket sensor looks."""
+        if uri and not (uri.startswith("gs://") and uri.removeprefix("gs://").split("/")[0]):
+            raise ValueError("expected gs://bucket[/prefix]")
+        return uri
 
     @field_validator("transcription_policy")
     @classmethod
@@ -194,7 +206,7 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _derived_defaults(cls, values: dict[str, Any]) -> dict[str, Any]:
-        """Folders inside the data folder unless set; the GPU transcription defaults in the k8s environment."""
+        """Folders inside the data folder unless set; the GPU transcription and batch defaults in the k8s environment."""
         values = dict(values)
         data_dir = Path(values.get("data_dir") or "data").expanduser().resolve()
         values["data_dir"] = data_dir
@@ -202,4 +214,6 @@ class Settings(BaseSettings):
         values["dagster_home"] = Path(values.get("dagster_home") or data_dir / "dagster_home").expanduser().resolve()
         if values.get("environment") == "k8s" and not isinstance(values.get("transcriber"), TranscriberConfig):
             values["transcriber"] = {**GPU_DEFAULTS, **(values.get("transcriber") or {})}
+        if values.get("environment") == "k8s" and not isinstance(values.get("batch_limits"), BatchLimits):
+            values["batch_limits"] = {**GPU_BATCH_DEFAULTS, **(values.get("batch_limits") or {})}
         return values

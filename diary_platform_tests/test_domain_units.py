@@ -16,9 +16,10 @@ import pybreaker
 import pytest
 
 from diary_platform.domain.ingest.batches import BatchItem, BatchManifest, FileBatchStore, Lease
+from diary_platform.domain.ingest.batching import take_chunk
 from diary_platform.domain.ingest.claims import FileClaims, LandingFileKey, Owner
 from diary_platform.domain.ingest.landing import (
-    BatchLimits, Intake, LandingCursor, LandingScanner, Skipped, Skips, Waiting, _take_chunk, batch_files, check_name, printable,
+    BatchLimits, Intake, LandingCursor, LandingScanner, Skipped, Skips, Waiting, batch_files, check_name, printable,
     read_upload,
 )
 from diary_platform.domain.ingest.recovery import FOREIGN_LEASE, SENSOR_GRACE, BatchRuns, BatchState, Recovery, lease_held
@@ -407,12 +408,16 @@ def test_files_handed_over_are_new_held_by_a_batch_duplicated_or_skipped_with_th
 
 def test_batches_close_at_the_file_or_byte_limit_and_never_empty():
     limits = BatchLimits(max_files=3, max_bytes=100)
-    sizes = lambda chunk: [x for x in chunk]  # noqa: E731
-    assert sizes(_take_chunk([10, 20, 30, 40], limits, size=int)) == [10, 20, 30]
-    assert sizes(_take_chunk([60, 40, 1], limits, size=int)) == [60, 40]
-    assert sizes(_take_chunk([60, 41], limits, size=int)) == [60]
-    assert sizes(_take_chunk([500, 1], limits, size=int)) == [500], "an upload bigger than the limit is a batch of its own"
-    assert sizes(_take_chunk([], limits, size=int)) == []
+
+    def sizes(*item_sizes):
+        items = [_item(f"{index:064x}", size=size) for index, size in enumerate(item_sizes)]
+        return [item.size for item in take_chunk(items, limits, item_of=lambda item: item)]
+
+    assert sizes(10, 20, 30, 40) == [10, 20, 30]
+    assert sizes(60, 40, 1) == [60, 40]
+    assert sizes(60, 41) == [60]
+    assert sizes(500, 1) == [500], "an upload bigger than the limit is a batch of its own"
+    assert sizes() == []
 
 
 def test_what_cannot_be_taken_says_why(tmp_path):
@@ -753,7 +758,7 @@ def test_the_cli_batches_a_file_under_its_user_with_its_own_size_and_time(tmp_pa
     upload.write_bytes(b"memo")
     os.utime(upload, ns=(1_700_000_000_123_456_789, 1_700_000_000_123_456_789))
     [manifest], others = batch_files([upload], "bob", NOW, _intake(tmp_path), BatchLimits())
-    assert manifest.items == (BatchItem("bob", str(upload), "memo.wav", 4, 1_700_000_000_123_456_789, hashlib.sha256(b"memo").hexdigest()),)
+    assert manifest.items == (BatchItem("bob", str(upload), "memo.wav", 4, 1_700_000_000_123_456_789, hashlib.sha256(b"memo").hexdigest(), 4 / 16_000),)
     assert others == []
 
 

@@ -5,7 +5,7 @@ the retention job that retires old batches from Dagster when a retention is set.
 import dagster as dg
 
 from diary_platform.batch.diary_notes import diary_notes_asset, diary_notes_schema
-from diary_platform.batch.landing_sensor import landing_sensor
+from diary_platform.batch.landing_sensor import landing_bucket_sensor, landing_sensor
 from diary_platform.batch.process_batch import PROCESS_BATCH, RETRANSCRIBE, process_batch, retranscribe
 from diary_platform.batch.raw_audio import raw_audio_asset, raw_audio_schema
 from diary_platform.batch.recovery import recovery_sensor
@@ -39,7 +39,7 @@ def definitions(settings: Settings) -> dg.Definitions:
         assets=assets(settings),
         asset_checks=CHECKS,
         jobs=[process_batch, redrive_job, retranscribe],
-        sensors=[landing_sensor, recovery_sensor, redriven_batches],
+        sensors=[landing_bucket_sensor if settings.landing_uri else landing_sensor, recovery_sensor, redriven_batches],
     )
     if not settings.partition_retention_days:
         return batches

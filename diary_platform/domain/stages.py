@@ -98,7 +98,7 @@ def ingest(manifest: BatchManifest, store: DataStore) -> pl.DataFrame:
 
     def copy(row: dict) -> dict:
         item = arrivals[row["recording_id"]]
-        return _copy_original(Path(item.source_path), item.content_sha256, store)
+        return _copy_original(item.source_path, item.content_sha256, store)
 
     def source(row: dict) -> dict:
         item = arrivals[row["recording_id"]]
@@ -107,7 +107,7 @@ def ingest(manifest: BatchManifest, store: DataStore) -> pl.DataFrame:
     return _each_recording(rows, RAW_AUDIO, "ingest", copy, always=source)
 
 
-def _copy_original(source: Path, content_sha256: str, store: DataStore) -> dict:
+def _copy_original(source: str, content_sha256: str, store: DataStore) -> dict:
     try:
         stored = store.store_original(source, content_sha256)
     except FileNotFoundError as error:

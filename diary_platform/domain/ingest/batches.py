@@ -36,6 +36,7 @@ class BatchItem:
     size: int
     mtime_ns: int
     content_sha256: str
+    estimated_audio_seconds: float | None = None  # from the header or size (audio_estimate.py); None in older manifests
 
 
 @dataclass(frozen=True)

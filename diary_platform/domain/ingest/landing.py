@@ -6,8 +6,10 @@ One `tick` (called by the Dagster sensor, or by tests directly):
    uploads) and no claim has it (never the same file twice);
 3. hashes stable files within a byte budget; content already claimed by a batch that is done, running or
    to be resumed is a duplicate (recovery finishes that batch), content of a batch that gave up is new;
-4. closes batches when full (files or bytes), when their oldest file has waited long enough, or at once
-   when nothing else is settling in the landing folder (a lone upload does not wait for company).
+4. closes batches when they hold their target of audio (estimated from headers and sizes, never by
+   decoding), or reach the file or byte cap, when their oldest file has waited long enough, or at once
+   when nothing else is settling in the landing folder (a lone upload does not wait for company); see
+   batching.py, which the bucket sensor shares.
 
 Whatever goes wrong with one file (a symlink, not a regular file, a name that is not UTF-8, no
 permission to read it, gone before it was read) is a skip with a reason, never an error of the tick
@@ -21,30 +23,20 @@ import errno
 import json
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
 
+from diary_platform.domain.ingest.audio_estimate import estimate_audio_seconds, read_head
 from diary_platform.domain.ingest.batches import BatchItem, BatchManifest, BatchStore, new_batch_key
+from diary_platform.domain.ingest.batching import Arrivals, BatchLimits, Waiting, close_batches, take_chunk
 from diary_platform.domain.ingest.claims import Claims, LandingFileKey, Owner
 from diary_platform.domain.ingest.recovery import BatchState
 from diary_platform.domain.store.hashing import NotARegularFile, sha256_upload
 
 DEFAULT_USER = "default"
 SKIP_EXAMPLES = 5
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class BatchLimits:
-    max_files: int = 16
-    max_bytes: int = 512 * 1024 * 1024
-    max_wait_seconds: float = 30.0
-    max_files_scanned: int = 5000
-    max_bytes_hashed: int = 1024 * 1024 * 1024
-    max_batches_per_tick: int = 64
 
 
 class Skipped(Exception):
@@ -85,14 +77,6 @@ def read_upload(path: Path) -> tuple[str, os.stat_result]:
         raise Skipped("unreadable", f"{printable(str(path))} cannot be read: {error.strerror}") from None
 
 
-@dataclass(frozen=True)
-class Waiting:
-    """A hashed upload waiting for its batch to close, and since when (ISO time)."""
-
-    item: BatchItem
-    ready_at: str
-
-
 @dataclass
 class LandingCursor:
     pending: dict[str, list[int]] = field(default_factory=dict)
@@ -100,7 +84,7 @@ class LandingCursor:
     resume_after: str = ""
 
     def to_json(self) -> str:
-        raw = {**asdict(self), "waiting": [{**asdict(w.item), "ready_at": w.ready_at} for w in self.waiting]}
+        raw = {**asdict(self), "waiting": [w.to_dict() for w in self.waiting]}
         return json.dumps(raw, separators=(",", ":"))
 
     @classmethod
@@ -108,7 +92,7 @@ class LandingCursor:
         if not text:
             return cls()
         raw = json.loads(text)
-        waiting = [Waiting(BatchItem(**{k: v for k, v in w.items() if k != "ready_at"}), w["ready_at"]) for w in raw["waiting"]]
+        waiting = [Waiting.from_dict(w) for w in raw["waiting"]]
         return cls(pending=raw["pending"], waiting=waiting, resume_after=raw["resume_after"])
 
 
@@ -156,7 +140,7 @@ class TickResult:
     skips: Skips
 
 
-def _is_candidate_name(name: str) -> bool:
+def is_candidate_name(name: str) -> bool:
     """Hidden and temporary names are how uploaders mark files still being written."""
     return not name.startswith(".") and not name.endswith((".part", ".tmp", ".crdownload"))
 
@@ -176,7 +160,7 @@ def _walk_sorted(root: Path, relative: tuple[str, ...] = ()) -> Iterator[tuple[s
     except OSError:
         return
     for entry in entries:
-        if not _is_candidate_name(entry.name):
+        if not is_candidate_name(entry.name):
             continue
         if entry.is_dir(follow_symlinks=False):
             yield from _walk_sorted(root, (*relative, entry.name))
@@ -184,7 +168,7 @@ def _walk_sorted(root: Path, relative: tuple[str, ...] = ()) -> Iterator[tuple[s
             yield "/".join((*relative, entry.name)), entry
 
 
-def _user_of(relative_path: str) -> str:
+def user_of(relative_path: str) -> str:
     parts = relative_path.split("/")
     return parts[0] if len(parts) > 1 else DEFAULT_USER
 
@@ -266,7 +250,7 @@ class LandingScanner:
         skips = Skips()
         scan = self._scan(cursor, skips)
         waiting, duplicates = self._hash_new(scan, cursor.waiting, now, skips)
-        closed, waiting = self._close_batches(waiting, now, idle=not scan.pending)
+        closed, waiting = close_batches(self.intake, self.limits, waiting, now, idle=not scan.pending, file_key=_file_key)
         new_cursor = LandingCursor(pending=scan.pending, waiting=waiting, resume_after=scan.resume_after)
         return TickResult(closed, new_cursor, scan.scanned, duplicates, skips)
 
@@ -293,7 +277,7 @@ class LandingScanner:
                 continue
             if relative_path in waiting_paths:
                 continue
-            key = LandingFileKey(_user_of(relative_path), relative_path, *observed)
+            key = LandingFileKey(user_of(relative_path), relative_path, *observed)
             if self.claims.file_taken(key):
                 continue
             if cursor.pending.get(relative_path) == observed:
@@ -324,10 +308,8 @@ class LandingScanner:
 
     def _hash_new(self, scan: Scan, waiting: list[Waiting], now: datetime, skips: Skips) -> tuple[list[Waiting], int]:
         """Hash the stable files (within the byte budget; the rest wait for the next tick) and queue new content."""
-        waiting = list(waiting)
-        waiting_hashes = {w.item.content_sha256 for w in waiting}
+        arrivals = Arrivals(self.intake, waiting)
         hashed_bytes = 0
-        duplicates = 0
         for stable in scan.stable:
             key = stable.key
             if hashed_bytes and hashed_bytes + key.size > self.limits.max_bytes_hashed:
@@ -335,50 +317,20 @@ class LandingScanner:
                 continue
             hashed_bytes += key.size
             try:
-                content_sha256, _ = read_upload(Path(stable.absolute_path))
+                item = local_item(Path(stable.absolute_path), key.user, stable.relative_path)
             except Skipped as skipped:
                 skips.add(skipped, stable.relative_path)
                 continue
-            holder = self.intake.holder(content_sha256)
-            if holder is not None or content_sha256 in waiting_hashes:
-                duplicates += 1
-                self.claims.mark_file_taken(key, content_sha256, holder[0] if holder else None)
-                continue
-            waiting_hashes.add(content_sha256)
-            item = BatchItem(key.user, stable.absolute_path, stable.relative_path, key.size, key.mtime_ns, content_sha256)
-            waiting.append(Waiting(item, now.isoformat()))
-        return waiting, duplicates
-
-    def _close_batches(self, waiting: list[Waiting], now: datetime, idle: bool) -> tuple[list[BatchManifest], list[Waiting]]:
-        """Full batches; then, when the folder is `idle` (nothing settling) or the oldest file has waited
-        `max_wait_seconds`, what is left too."""
-        closed: list[BatchManifest] = []
-        queue = sorted(waiting, key=lambda w: w.ready_at)
-        while queue and len(closed) < self.limits.max_batches_per_tick:
-            oldest_wait = now - datetime.fromisoformat(queue[0].ready_at)
-            total_bytes = sum(w.item.size for w in queue)
-            full = len(queue) >= self.limits.max_files or total_bytes >= self.limits.max_bytes
-            if not full and not idle and oldest_wait < timedelta(seconds=self.limits.max_wait_seconds):
-                break
-            chunk = list(_take_chunk(queue, self.limits, size=lambda w: w.item.size))
-            queue = queue[len(chunk) :]
-            items = [w.item for w in chunk]
-            manifest = self.intake.commit(items, now, {i.source_path: _file_key(i) for i in items})
-            if manifest is not None:
-                closed.append(manifest)
-        return closed, queue
+            arrivals.offer(replace(item, size=key.size, mtime_ns=key.mtime_ns), key, now)
+        return arrivals.waiting, arrivals.duplicates
 
 
-def _take_chunk(queue: Iterable[T], limits: BatchLimits, size: Callable[[T], int]) -> Iterator[T]:
-    """The longest prefix within the file and byte limits, and never an empty batch."""
-    count = 0
-    total = 0
-    for entry in queue:
-        if count and (count >= limits.max_files or total + size(entry) > limits.max_bytes):
-            return
-        count += 1
-        total += size(entry)
-        yield entry
+def local_item(path: Path, user: str, relative_path: str) -> BatchItem:
+    """A local upload as a batch item: its content hash, size, time and estimated audio; Skipped when it
+    cannot be taken."""
+    content_sha256, status = read_upload(path)
+    audio = estimate_audio_seconds(relative_path, status.st_size, read_head(path))
+    return BatchItem(user, str(path.absolute()), relative_path, status.st_size, status.st_mtime_ns, content_sha256, audio)
 
 
 @dataclass(frozen=True)
@@ -400,18 +352,18 @@ def batch_files(files: list[Path], user: str, now: datetime, intake: Intake, lim
     others: list[HandedFile] = []
     for path in files:
         try:
-            content_sha256, status = read_upload(path)
+            item = local_item(path, user, path.name)
         except Skipped as skipped:
             others.append(HandedFile(path, skipped=skipped))
             continue
-        if content_sha256 in fresh or intake.holder(content_sha256) is not None:
-            others.append(HandedFile(path, content_sha256))
+        if item.content_sha256 in fresh or intake.holder(item.content_sha256) is not None:
+            others.append(HandedFile(path, item.content_sha256))
             continue
-        fresh[content_sha256] = BatchItem(user, str(path.absolute()), path.name, status.st_size, status.st_mtime_ns, content_sha256)
+        fresh[item.content_sha256] = item
     manifests = []
     queue = list(fresh.values())
     while queue:
-        chunk = list(_take_chunk(queue, limits, size=lambda item: item.size))
+        chunk = list(take_chunk(queue, limits, item_of=lambda item: item))
         queue = queue[len(chunk) :]
         manifest = intake.commit(chunk, now)
         if manifest is not None:

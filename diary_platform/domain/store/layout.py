@@ -23,6 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from diary_platform.domain.store.objects import WRITE_TIER, LocalTieredStore, ObjectStore, StoredObject, Written, atomic_writer
+from diary_platform.domain.store.uploads import UploadSources, upload_suffix
 
 TABLES = "tables"
 
@@ -59,10 +60,11 @@ class DataStore:
     """Everything the platform keeps: objects in `objects`; the control state (shared_state.py) is under `state_root`
     unless it lives in Postgres."""
 
-    def __init__(self, state_root: Path | str, objects: ObjectStore | None = None):
-        """`objects` default to the tiers of the state folder itself (the local layout)."""
+    def __init__(self, state_root: Path | str, objects: ObjectStore | None = None, uploads: UploadSources | None = None):
+        """`objects` default to the tiers of the state folder itself (the local layout); `uploads` to local files only."""
         self.state_root = Path(state_root).expanduser().resolve()
         self.objects = objects or LocalTieredStore(self.state_root)
+        self.uploads = uploads or UploadSources()
 
     @staticmethod
     def original_key(content_sha256: str, extension: str) -> str:
@@ -86,22 +88,21 @@ class DataStore:
     def note_key(recording_id: str) -> str:
         return f"notes/{recording_id}.md"
 
-    def store_original(self, source: Path, content_sha256: str) -> Written:
-        """Copy an upload into content-addressed storage once, however often it is uploaded.
+    def store_original(self, source: str | Path, content_sha256: str) -> Written:
+        """Copy an upload (a local path or `gs://bucket/name#generation`) into content-addressed storage
+        once, however often it is uploaded.
 
         The copy is hashed as it is written; if the upload no longer has the content the sensor hashed,
         `ContentChanged` is raised and nothing is stored. A re-driven recording names its stored original
         as the source, which is then found and not copied.
         """
-        key = self.original_key(content_sha256, Path(str(source)).suffix)
+        key = self.original_key(content_sha256, upload_suffix(str(source)))
         found = self.objects.find(key)
         if found is not None:
             return Written(key, found.uri, found.tier, found.size, False)
-        if not source.is_file():
-            raise FileNotFoundError(f"The upload {source} is gone.")
         size = 0
         digest = hashlib.sha256()
-        with open(source, "rb") as src, self.objects.writer(key, content_addressed=True) as dst:
+        with self.uploads.open(str(source)) as src, self.objects.writer(key, content_addressed=True) as dst:
             while chunk := src.read(1 << 20):
                 digest.update(chunk)
                 dst.write(chunk)

@@ -144,8 +144,14 @@ def test_a_tick_lists_a_bounded_slice_and_later_sweeps_skip_objects_handled_befo
     assert len(seen) == len(set(seen)) == 160
     assert landing.cursor.resume_after == "" and landing.cursor.handled_before, "a clean sweep ended: a high-water mark"
     lookups = []
-    original = landing.claims.file_taken
-    monkeypatch.setattr(landing.claims, "file_taken", lambda key: lookups.append(key) or original(key))
+    original = landing.claims.taken_files
+
+    def counted(keys):
+        keys = list(keys)
+        lookups.extend(keys)
+        return original(keys)
+
+    monkeypatch.setattr(landing.claims, "taken_files", counted)
     for _ in range(8):
         assert taken(landing.tick()) == []
     assert lookups == [], "every object was updated before the clean sweep started: no claim is looked up"

@@ -242,10 +242,10 @@ def test_content_is_claimed_once_and_moves_only_from_the_batch_named(tmp_path):
     assert not claims.reclaim_content("c" * 64, "b1", "b3", "/up/c.wav", me), "nothing to move"
     key = LandingFileKey("alice", "alice/a.wav", 10, 123)
     assert key.digest != LandingFileKey("alice", "alice/a.wav", 11, 123).digest
-    assert not claims.file_taken(key)
+    assert claims.taken_files([key]) == set()
     claims.mark_file_taken(key, "a" * 64, "b3")
     claims.mark_file_taken(key, "a" * 64, "b4")
-    assert claims.file_taken(key) and json.loads(claims._marker("files", key.digest).read_text())["batch"] == "b3"
+    assert claims.taken_files([key]) == {key} and json.loads(claims._marker("files", key.digest).read_text())["batch"] == "b3"
 
 
 # --- recovery -----------------------------------------------------------------------------------------------
@@ -371,7 +371,7 @@ def test_content_of_a_batch_that_gave_up_is_taken_again_and_any_other_stays_wher
     assert new is not None and intake.claims.content_batch("a" * 64) == new.key
     key = LandingFileKey("alice", "alice/again.wav", 10, 1)
     intake.commit([_item("d" * 64, "again.wav")], NOW, {"/up/again.wav": key})
-    assert intake.claims.file_taken(key)
+    assert intake.claims.taken_files([key]) == {key}
 
 
 def test_a_redrive_moves_content_only_from_batches_that_gave_up(tmp_path):
@@ -589,7 +589,7 @@ def test_duplicates_are_counted_and_each_file_marked_with_the_batch_that_holds_i
     for name in ("a.wav", "a-copy.wav", "a-again.wav", "b.wav"):
         status = (landing / "alice" / name).stat()
         key = LandingFileKey("alice", f"alice/{name}", status.st_size, status.st_mtime_ns)
-        assert intake.claims.file_taken(key), name
+        assert intake.claims.taken_files([key]) == {key}, name
     marker = intake.claims._marker("files", LandingFileKey("alice", "alice/b.wav", *[(landing / "alice" / "b.wav").stat().st_size,
                                                                                      (landing / "alice" / "b.wav").stat().st_mtime_ns]).digest)
     assert json.loads(marker.read_text())["batch"] == batch.key

@@ -86,8 +86,8 @@ def test_many_processes_claim_the_same_content_and_exactly_one_wins(workers, whe
     claim = claims.content_claim(SHA)
     assert (claim.batch_key, claim.source, claim.owner) == (f"batch-{winner}", f"upload-{winner}.wav", _owner(winner))
     assert claims.content_batch(SHA) == f"batch-{winner}" and claims.content_batch("cd" * 32) is None
-    assert claims.file_taken(LandingFileKey("alice", "same.wav", 1, 1))
-    assert not claims.file_taken(LandingFileKey("alice", "same.wav", 1, 2)), "the same path with new bytes is a new file"
+    taken, rewritten = LandingFileKey("alice", "same.wav", 1, 1), LandingFileKey("alice", "same.wav", 1, 2)
+    assert claims.taken_files([taken, rewritten]) == {taken}, "the same path with new bytes is a new file"
 
 
 def _reclaim(state: SharedState, index: int) -> bool:

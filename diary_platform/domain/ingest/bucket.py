@@ -193,7 +193,7 @@ class BucketScanner:
         known by (None: to be read)."""
         names: list[str] = []
         returned = 0
-        arrivals: list[_Arrival] = []
+        candidates: list[tuple[Any, str, LandingFileKey]] = []
         waiting_sources = {w.item.source_path for w in cursor.waiting}
         listing = self.client.list_blobs(
             self.bucket, prefix=self.name_prefix, start_offset=cursor.resume_after or None, max_results=self.limits.max_files_scanned
@@ -210,7 +210,12 @@ class BucketScanner:
                 continue
             source = object_uri(self.bucket.name, blob.name, blob.generation)
             key = LandingFileKey(user_of(relative_path), source, blob.size, int(blob.updated.timestamp() * 1_000_000) * 1000)
-            if source in waiting_sources or self.claims.file_taken(key):
+            if source not in waiting_sources:
+                candidates.append((blob, relative_path, key))
+        taken = self.claims.taken_files(key for _, _, key in candidates)
+        arrivals: list[_Arrival] = []
+        for blob, relative_path, key in candidates:
+            if key in taken:
                 continue
             md5_hex = base64.b64decode(blob.md5_hash).hex() if blob.md5_hash else None
             arrivals.append(_Arrival(blob, relative_path, key, md5_hex, self.aliases.sha256_of(md5_hex) if md5_hex else None))

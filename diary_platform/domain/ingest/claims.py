@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import tempfile
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -132,7 +133,9 @@ class Claims(Protocol):
     def reclaim_content(self, content_sha256: str, from_batch: str, batch_key: str, source: str, owner: Owner) -> bool:
         """Move content from a batch that gave up to `batch_key`; False when someone else moved it first."""
 
-    def file_taken(self, key: LandingFileKey) -> bool: ...
+    def taken_files(self, keys: Iterable[LandingFileKey]) -> set[LandingFileKey]:
+        """Those of `keys` already taken: one lookup for a whole scan, not one per file."""
+        ...
 
     def mark_file_taken(self, key: LandingFileKey, content_sha256: str, batch_key: str | None) -> None: ...
 
@@ -178,8 +181,8 @@ class FileClaims(Claims):
             marker.unlink()
             return self.claim_content(content_sha256, batch_key, source, owner)
 
-    def file_taken(self, key: LandingFileKey) -> bool:
-        return self._marker("files", key.digest).exists()
+    def taken_files(self, keys: Iterable[LandingFileKey]) -> set[LandingFileKey]:
+        return {key for key in keys if self._marker("files", key.digest).exists()}
 
     def mark_file_taken(self, key: LandingFileKey, content_sha256: str, batch_key: str | None) -> None:
         create_exclusive(
@@ -218,8 +221,14 @@ class PostgresClaims(Claims):
             sha=content_sha256, from_batch=from_batch, batch=batch_key, source=source, owner=_owner_json(owner), claimed_at=_now(),
         ) == 1
 
-    def file_taken(self, key: LandingFileKey) -> bool:
-        return bool(self.database.rows("SELECT 1 FROM diary_taken_files WHERE file_digest = :digest", digest=key.digest))
+    def taken_files(self, keys: Iterable[LandingFileKey]) -> set[LandingFileKey]:
+        by_digest = {key.digest: key for key in keys}
+        if not by_digest:
+            return set()
+        rows = self.database.rows(
+            "SELECT file_digest FROM diary_taken_files WHERE file_digest = ANY(:digests)", digests=list(by_digest)
+        )
+        return {by_digest[row[0]] for row in rows}
 
     def mark_file_taken(self, key: LandingFileKey, content_sha256: str, batch_key: str | None) -> None:
         self.database.execute(

@@ -257,8 +257,7 @@ class LandingScanner:
     def _scan(self, cursor: LandingCursor, skips: Skips) -> Scan:
         start = cursor.resume_after
         waiting_paths = {w.item.relative_path for w in cursor.waiting}
-        seen: dict[str, list[int]] = {}
-        stable: list[StableFile] = []
+        observed_files: list[tuple[LandingFileKey, str]] = []
         scanned = 0
         last = ""
         exhausted = True
@@ -277,13 +276,17 @@ class LandingScanner:
                 continue
             if relative_path in waiting_paths:
                 continue
-            key = LandingFileKey(user_of(relative_path), relative_path, *observed)
-            if self.claims.file_taken(key):
+            observed_files.append((LandingFileKey(user_of(relative_path), relative_path, *observed), entry.path))
+        taken = self.claims.taken_files(key for key, _ in observed_files)
+        seen: dict[str, list[int]] = {}
+        stable: list[StableFile] = []
+        for key, absolute_path in observed_files:
+            if key in taken:
                 continue
-            if cursor.pending.get(relative_path) == observed:
-                stable.append(StableFile(relative_path, entry.path, key))
+            if cursor.pending.get(key.relative_path) == [key.size, key.mtime_ns]:
+                stable.append(StableFile(key.relative_path, absolute_path, key))
             else:
-                seen[relative_path] = observed
+                seen[key.relative_path] = [key.size, key.mtime_ns]
         end = last if not exhausted else None
         untouched = {
             path: observed

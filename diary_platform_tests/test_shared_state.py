@@ -90,6 +90,26 @@ def test_many_processes_claim_the_same_content_and_exactly_one_wins(workers, whe
     assert claims.taken_files([taken, rewritten]) == {taken}, "the same path with new bytes is a new file"
 
 
+def _claim_batch(state: SharedState, index: int) -> set[str]:
+    """A batch's worth of contents, claimed in one call, overlapping every other worker's batch."""
+    contents = [(f"{n:064x}", f"upload-{n}.wav") for n in range(index * 10, index * 10 + 40)]
+    won = state.claims.claim_contents(contents, f"batch-{index}", _owner(index))
+    state.claims.mark_files_taken([(LandingFileKey("alice", f"upload-{n}.wav", 1, 1), sha, f"batch-{index}") for n, (sha, _) in enumerate(contents)])
+    return won
+
+
+def test_many_processes_claim_overlapping_batches_at_once_and_each_content_has_one_winner(workers, where):
+    won = _race(workers, where, _claim_batch)
+    everything = {f"{n:064x}" for n in range(WORKERS * 10 + 30)}
+    assert set().union(*won) == everything and sum(len(w) for w in won) == len(everything), "each content won once"
+    claims = open_shared_state(*where).claims
+    held = claims.content_claims(everything | {"cd" * 32})
+    assert set(held) == everything
+    assert all(held[sha].batch_key == f"batch-{index}" for index, shas in enumerate(won) for sha in shas)
+    files = [LandingFileKey("alice", f"upload-{n}.wav", 1, 1) for n in range(40)]
+    assert claims.taken_files(files + [LandingFileKey("bob", "upload-0.wav", 1, 1)]) == set(files)
+
+
 def _reclaim(state: SharedState, index: int) -> bool:
     return state.claims.reclaim_content(SHA, "gave-up", f"batch-{index}", "stored", _owner(index))
 

@@ -98,14 +98,19 @@ class Arrivals:
         self.hashes = {w.item.content_sha256 for w in waiting}
         self.duplicates = 0
 
-    def offer(self, item: BatchItem, key: LandingFileKey, now: datetime) -> None:
-        holder = self.intake.holder(item.content_sha256)
-        if holder is not None or item.content_sha256 in self.hashes:
-            self.duplicates += 1
-            self.intake.claims.mark_file_taken(key, item.content_sha256, holder[0] if holder else None)
-            return
-        self.hashes.add(item.content_sha256)
-        self.waiting.append(Waiting(item, now.isoformat()))
+    def offer_all(self, offers: list[tuple[BatchItem, LandingFileKey]], now: datetime) -> None:
+        """Queue each (item, its upload) in order, with one lookup of who holds their contents."""
+        holders = self.intake.holders([item.content_sha256 for item, _ in offers])
+        duplicates = []
+        for item, key in offers:
+            holder = holders.get(item.content_sha256)
+            if holder is not None or item.content_sha256 in self.hashes:
+                duplicates.append((key, item.content_sha256, holder[0] if holder else None))
+                continue
+            self.hashes.add(item.content_sha256)
+            self.waiting.append(Waiting(item, now.isoformat()))
+        self.duplicates += len(duplicates)
+        self.intake.claims.mark_files_taken(duplicates)
 
 
 def close_batches(

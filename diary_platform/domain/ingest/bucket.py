@@ -155,6 +155,7 @@ class BucketScanner:
         reads = self._read_within_budgets(arrivals_ahead, time.monotonic() + TICK_READ_SECONDS)
         cut = reads.done
         arrivals = Arrivals(self.intake, cursor.waiting)
+        offers: list[tuple[BatchItem, LandingFileKey]] = []
         skips = Skips()
         for arrival in arrivals_ahead[:cut]:
             content_sha256, head = arrival.content_sha256, b""  # content seen before is estimated from its size
@@ -171,7 +172,8 @@ class BucketScanner:
             key = arrival.key
             audio = estimate_audio_seconds(arrival.relative_path, key.size, head)
             item = BatchItem(key.user, key.relative_path, arrival.relative_path, key.size, key.mtime_ns, content_sha256, audio)
-            arrivals.offer(item, key, now)
+            offers.append((item, key))
+        arrivals.offer_all(offers, now)
         swept = cut == len(arrivals_ahead) and not page_full
         if swept and sweep_clean:
             handled_before = datetime.fromisoformat(sweep_started) - self.clock_skew

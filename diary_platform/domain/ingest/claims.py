@@ -130,6 +130,14 @@ class Claims(Protocol):
 
     def content_claim(self, content_sha256: str) -> Claim | None: ...
 
+    def claim_contents(self, contents: list[tuple[str, str]], batch_key: str, owner: Owner | None = None) -> set[str]:
+        """Claim each (content hash, source) for `batch_key`; the hashes this call won. A batch's worth at once."""
+        return {sha for sha, source in contents if self.claim_content(sha, batch_key, source, owner)}
+
+    def content_claims(self, hashes: Iterable[str]) -> dict[str, Claim]:
+        """The claims of those of `hashes` that have one."""
+        return {sha: claim for sha in hashes if (claim := self.content_claim(sha)) is not None}
+
     def reclaim_content(self, content_sha256: str, from_batch: str, batch_key: str, source: str, owner: Owner) -> bool:
         """Move content from a batch that gave up to `batch_key`; False when someone else moved it first."""
 
@@ -138,6 +146,11 @@ class Claims(Protocol):
         ...
 
     def mark_file_taken(self, key: LandingFileKey, content_sha256: str, batch_key: str | None) -> None: ...
+
+    def mark_files_taken(self, taken: list[tuple[LandingFileKey, str, str | None]]) -> None:
+        """`mark_file_taken` for each (file, content hash, batch holding it)."""
+        for key, content_sha256, batch_key in taken:
+            self.mark_file_taken(key, content_sha256, batch_key)
 
     def content_batch(self, content_sha256: str) -> str | None:
         claim = self.content_claim(content_sha256)
@@ -206,13 +219,33 @@ class PostgresClaims(Claims):
         ) == 1
 
     def content_claim(self, content_sha256: str) -> Claim | None:
+        return self.content_claims([content_sha256]).get(content_sha256)
+
+    def claim_contents(self, contents: list[tuple[str, str]], batch_key: str, owner: Owner | None = None) -> set[str]:
+        if not contents:
+            return set()
         rows = self.database.rows(
-            "SELECT batch_key, source, owner, claimed_at FROM diary_content_claims WHERE content_sha256 = :sha", sha=content_sha256
+            "INSERT INTO diary_content_claims (content_sha256, batch_key, source, owner, claimed_at)"
+            " SELECT sha, :batch, source, CAST(:owner AS jsonb), :claimed_at"
+            " FROM unnest(CAST(:hashes AS text[]), CAST(:sources AS text[])) AS offered(sha, source)"
+            " ON CONFLICT (content_sha256) DO NOTHING RETURNING content_sha256",
+            hashes=[sha for sha, _ in contents], sources=[source for _, source in contents],
+            batch=batch_key, owner=_owner_json(owner), claimed_at=_now(),
         )
-        if not rows:
-            return None
-        [(batch_key, source, owner, claimed_at)] = rows
-        return Claim.from_json(content_sha256, {"batch": batch_key, "source": source, "owner": owner, "claimed_at": claimed_at.isoformat()})
+        return {row[0] for row in rows}
+
+    def content_claims(self, hashes: Iterable[str]) -> dict[str, Claim]:
+        wanted = list(set(hashes))
+        if not wanted:
+            return {}
+        rows = self.database.rows(
+            "SELECT content_sha256, batch_key, source, owner, claimed_at FROM diary_content_claims WHERE content_sha256 = ANY(:hashes)",
+            hashes=wanted,
+        )
+        return {
+            sha: Claim.from_json(sha, {"batch": batch_key, "source": source, "owner": owner, "claimed_at": claimed_at.isoformat()})
+            for sha, batch_key, source, owner, claimed_at in rows
+        }
 
     def reclaim_content(self, content_sha256: str, from_batch: str, batch_key: str, source: str, owner: Owner) -> bool:
         return self.database.execute(
@@ -231,10 +264,17 @@ class PostgresClaims(Claims):
         return {by_digest[row[0]] for row in rows}
 
     def mark_file_taken(self, key: LandingFileKey, content_sha256: str, batch_key: str | None) -> None:
+        self.mark_files_taken([(key, content_sha256, batch_key)])
+
+    def mark_files_taken(self, taken: list[tuple[LandingFileKey, str, str | None]]) -> None:
+        if not taken:
+            return
         self.database.execute(
             "INSERT INTO diary_taken_files (file_digest, user_name, relative_path, content_sha256, batch_key)"
-            " VALUES (:digest, :user, :path, :sha, :batch) ON CONFLICT (file_digest) DO NOTHING",
-            digest=key.digest, user=key.user, path=key.relative_path, sha=content_sha256, batch=batch_key,
+            " SELECT * FROM unnest(CAST(:digests AS text[]), CAST(:users AS text[]), CAST(:paths AS text[]),"
+            " CAST(:hashes AS text[]), CAST(:batches AS text[])) ON CONFLICT (file_digest) DO NOTHING",
+            digests=[key.digest for key, _, _ in taken], users=[key.user for key, _, _ in taken],
+            paths=[key.relative_path for key, _, _ in taken], hashes=[sha for _, sha, _ in taken], batches=[batch for _, _, batch in taken],
         )
 
 

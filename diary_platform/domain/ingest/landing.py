@@ -192,18 +192,28 @@ class Intake:
 
     def holder(self, content_sha256: str) -> tuple[str, BatchState] | None:
         """The batch that holds this content and its state; None when no batch does, or it gave up."""
-        claim = self.claims.content_claim(content_sha256)
-        if claim is None:
-            return None
-        state = self.state_of(claim.batch_key)
-        return None if state is BatchState.GAVE_UP else (claim.batch_key, state)
+        return self.holders([content_sha256]).get(content_sha256)
+
+    def holders(self, hashes: list[str]) -> dict[str, tuple[str, BatchState]]:
+        """`holder` of many contents with one lookup of their claims."""
+        states: dict[str, BatchState] = {}
+        held = {}
+        for sha, claim in self.claims.content_claims(hashes).items():
+            if claim.batch_key not in states:
+                states[claim.batch_key] = self.state_of(claim.batch_key)
+            if states[claim.batch_key] is not BatchState.GAVE_UP:
+                held[sha] = (claim.batch_key, states[claim.batch_key])
+        return held
 
     def commit(self, items: list[BatchItem], now: datetime, file_keys: dict[str, LandingFileKey] | None = None) -> BatchManifest | None:
         """Write the manifest and its lease first (the write-ahead log), then claim; items whose claim is lost drop out."""
         manifest = BatchManifest(new_batch_key(now), now.isoformat(), tuple(items), self.owner)
         self.batches.write(manifest)
         self.batches.write_lease(manifest.key, self.owner, now)
-        kept = [i for i in items if self._claim(i, manifest.key, file_keys)]
+        won = self.claims.claim_contents([(i.content_sha256, i.source_path) for i in items], manifest.key, self.owner)
+        kept = [i for i in items if i.content_sha256 in won or self._reclaim(i, manifest.key)]
+        if file_keys:
+            self._mark_taken(items, {i.content_sha256 for i in kept}, manifest.key, file_keys)
         if len(kept) != len(items):
             if not kept:
                 self.batches.delete(manifest.key)
@@ -226,17 +236,21 @@ class Intake:
                 self.claims.reclaim_content(item.content_sha256, previous.batch_key, manifest.key, item.source_path, self.owner)
         return manifest
 
-    def _claim(self, item: BatchItem, batch_key: str, file_keys: dict[str, LandingFileKey] | None) -> bool:
-        sha = item.content_sha256
-        claimed = self.claims.claim_content(sha, batch_key, item.source_path, self.owner)
-        if not claimed:
-            previous = self.claims.content_claim(sha)
-            if previous is not None and self.state_of(previous.batch_key) is BatchState.GAVE_UP:
-                claimed = self.claims.reclaim_content(sha, previous.batch_key, batch_key, item.source_path, self.owner)
-        holder = batch_key if claimed else self.claims.content_batch(sha)
-        if file_keys and item.source_path in file_keys:
-            self.claims.mark_file_taken(file_keys[item.source_path], sha, holder)
-        return claimed
+    def _reclaim(self, item: BatchItem, batch_key: str) -> bool:
+        """Content someone else claimed first is this batch's only when that batch gave up."""
+        previous = self.claims.content_claim(item.content_sha256)
+        if previous is None or self.state_of(previous.batch_key) is not BatchState.GAVE_UP:
+            return False
+        return self.claims.reclaim_content(item.content_sha256, previous.batch_key, batch_key, item.source_path, self.owner)
+
+    def _mark_taken(self, items: list[BatchItem], kept: set[str], batch_key: str, file_keys: dict[str, LandingFileKey]) -> None:
+        """Each upload is taken, naming the batch that holds its content: this one, or whoever claimed it first."""
+        others = self.claims.content_claims(i.content_sha256 for i in items if i.content_sha256 not in kept)
+        self.claims.mark_files_taken([
+            (file_keys[i.source_path], i.content_sha256,
+             batch_key if i.content_sha256 in kept else others[i.content_sha256].batch_key if i.content_sha256 in others else None)
+            for i in items if i.source_path in file_keys
+        ])
 
 
 class LandingScanner:
@@ -312,6 +326,7 @@ class LandingScanner:
     def _hash_new(self, scan: Scan, waiting: list[Waiting], now: datetime, skips: Skips) -> tuple[list[Waiting], int]:
         """Hash the stable files (within the byte budget; the rest wait for the next tick) and queue new content."""
         arrivals = Arrivals(self.intake, waiting)
+        offers: list[tuple[BatchItem, LandingFileKey]] = []
         hashed_bytes = 0
         for stable in scan.stable:
             key = stable.key
@@ -324,7 +339,8 @@ class LandingScanner:
             except Skipped as skipped:
                 skips.add(skipped, stable.relative_path)
                 continue
-            arrivals.offer(replace(item, size=key.size, mtime_ns=key.mtime_ns), key, now)
+            offers.append((replace(item, size=key.size, mtime_ns=key.mtime_ns), key))
+        arrivals.offer_all(offers, now)
         return arrivals.waiting, arrivals.duplicates
 
 

@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=60.0, help="seconds measured after uploads stop")
     parser.add_argument("--batch-files", type=int, default=100, help="recordings per batch (100 five-minute ones = 600 s of GPU work at 50x)")
     parser.add_argument("--run-seconds", type=float, default=20.0, help="the stand-in run's sleep in place of the model")
+    parser.add_argument("--scan-limit", type=int, default=20_000, help="DIARY_LANDING_SCAN_LIMIT: landing entries a tick looks at")
     parser.add_argument("--every", type=float, default=15.0, help="seconds between printed rows")
     args = parser.parse_args()
 
@@ -119,6 +120,7 @@ def main() -> None:
         "DAGSTER_PG_DB": database, "DAGSTER_PG_USER": DSN["user"], "DAGSTER_PG_PASSWORD": "trust",
         "DIARY_DATA_DIR": str(root / "data"), "DIARY_LANDING": str(landing),
         "DIARY_BATCH_MAX_FILES": str(args.batch_files), "DIARY_BATCH_MAX_WAIT_SECONDS": "10",
+        "DIARY_LANDING_SCAN_LIMIT": str(args.scan_limit),
         "PYTHONPATH": os.pathsep.join([str(REPO / "benchmarks"), str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
     os.environ.update(env)
@@ -137,7 +139,7 @@ def main() -> None:
         with dg.DagsterInstance.get() as instance:
             _wait_for_first_tick(instance, daemon, log)
             print(f"database {database}; {args.rate:g} uploads/s for {args.seconds:g} s, batches of {args.batch_files}, "
-                  f"stand-in runs of {args.run_seconds:g} s")
+                  f"stand-in runs of {args.run_seconds:g} s, {args.scan_limit} landing entries a tick")
             print(f"{'t':>5} {'uploaded/s':>10} {'registered/s':>12} {'launched/s':>10} {'batches/min':>11} "
                   f"{'runs launched/min':>17} {'runs done':>9} {'events/s':>8} {'backlog':>8}")
             uploader.start()

@@ -77,6 +77,7 @@ VARIABLES: dict[str, tuple[tuple[str, ...], Callable[[str], Any] | None]] = {
     "DIARY_BATCH_WORK_SECONDS": (("batch_limits", "work_seconds"), None),
     "DIARY_TRANSCRIBE_SPEED": (("batch_limits", "transcribe_speed"), None),
     "DIARY_BATCH_MAX_WAIT_SECONDS": (("batch_limits", "max_wait_seconds"), None),
+    "DIARY_LANDING_SCAN_LIMIT": (("batch_limits", "max_files_scanned"), None),
     "DIARY_PARTITION_RETENTION_DAYS": (("partition_retention_days",), None),
     "DIARY_MODEL": (("transcriber", "model"), None),
     "DIARY_DEVICE": (("transcriber", "device"), None),

@@ -408,6 +408,8 @@ def test_instance_settings_are_those_of_deploy_dagster_yaml():
     assert retries == {_camel(key): value for key, value in deploy["run_retries"].items()}
     assert (retries["maxRetries"], retries["retryOnAssetOrOpFailure"]) == (2, False)
 
+    assert daemon["sensors"] == {_camel(key): value for key, value in deploy["sensors"].items()}
+
     monitoring = daemon["runMonitoring"]
     expected = {_camel(key): value for key, value in deploy["run_monitoring"].items()}
     assert {key: monitoring[key] for key in expected} == expected

@@ -409,6 +409,8 @@ def test_instance_settings_are_those_of_deploy_dagster_yaml():
     assert (retries["maxRetries"], retries["retryOnAssetOrOpFailure"]) == (2, False)
 
     assert daemon["sensors"] == {_camel(key): value for key, value in deploy["sensors"].items()}
+    retention = {kind: {"purgeAfterDays": days["purge_after_days"]} for kind, days in deploy["retention"].items()}
+    assert daemon["retention"] == {"enabled": True, **retention}
 
     monitoring = daemon["runMonitoring"]
     expected = {_camel(key): value for key, value in deploy["run_monitoring"].items()}

@@ -25,7 +25,7 @@ from diary_platform.domain.catalog import Catalog
 from diary_platform.domain.notes.local import LocalNoteWriter
 from diary_platform.domain.notes.note import NoteWriter
 from diary_platform.domain.notes.llm_config import load_router_config
-from diary_platform.domain.notes.router import NoteRouter
+from diary_platform.domain.notes.router import NoteRouter, RouterConfig
 from diary_platform.domain.notes.spend import load_prices
 from diary_platform.domain.shared_state import SharedState, open_shared_state
 from diary_platform.domain.speech.guards import GuardConfig
@@ -168,6 +168,10 @@ class NoteWriterResource(dg.ConfigurableResource):
         if self.local_only:
             config = replace(config, local_only=True)
         return NoteRouter(config, self.store.shared_state)
+
+    def router_config(self) -> RouterConfig:
+        """The LLM configuration's limits (budgets among them); the defaults without a configuration file."""
+        return load_router_config(Path(self.llm_config)) if self.llm_config else RouterConfig()
 
 
 class BatchSizing(dg.ConfigurableResource):

@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from diary_platform.daily.cost_report import cost_report_asset, within_daily_budget
+from diary_platform.daily.cost_report import budget_warning, cost_report_asset, within_daily_budget
 from diary_platform.domain.costs import PlatformPrices, recording_costs
 from diary_platform.domain.costs import cost_report as build_report
 from diary_platform.definitions import build_resources
@@ -114,14 +114,20 @@ def test_the_budget_check_warns_when_the_day_costs_more_than_the_budget(settings
         process_files([clips[0].path], "alice", settings, instance)
         day = datetime.now(timezone.utc).date().isoformat()
         outcomes = {}
-        for budget in (0.0, 1000.0):
+        for budget in (0.0, 1000.0, "90 % spent"):
+            if budget == "90 % spent":
+                budget = total / 0.9
             prices.write_text(default.replace("daily_budget_usd: 5.00", f"daily_budget_usd: {budget}"))
             configured = {**build_resources(settings), "pricing": PlatformPricing(prices_file=str(prices))}
             result = dg.materialize(
-                [cost_report_asset(settings), within_daily_budget], partition_key=day, instance=instance, resources=configured
+                [cost_report_asset(settings), within_daily_budget, budget_warning], partition_key=day, instance=instance,
+                resources=configured,
             )
-            [check] = result.get_asset_check_evaluations()
-            assert check.severity == dg.AssetCheckSeverity.WARN and check.metadata["budget_usd"].value == budget
-            assert check.metadata["total_usd"].value > 0
-            outcomes[budget] = check.passed
-    assert outcomes == {0.0: False, 1000.0: True}
+            checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
+            within = checks["within_daily_budget"]
+            assert within.severity == checks["budget_warning"].severity == dg.AssetCheckSeverity.WARN
+            assert within.metadata["budget_usd"].value == budget
+            total = within.metadata["total_usd"].value
+            assert total > 0
+            outcomes[round(budget, 9)] = (within.passed, checks["budget_warning"].passed)
+    assert outcomes == {0.0: (False, False), 1000.0: (True, True), round(total / 0.9, 9): (True, False)}, "80 % warns first"

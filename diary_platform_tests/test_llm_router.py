@@ -15,7 +15,8 @@ from diary_platform.domain.shared_state import open_shared_state
 from diary_platform.domain.notes.note import NoteRequest
 from diary_platform.domain.notes.providers import ProviderSpec
 from diary_platform.domain.notes.draft import Cited, Mood, NoteDraft
-from diary_platform.domain.notes.router import NoteRouter, RouterConfig, _note_from_draft, _reduce
+from diary_platform.domain import instruments
+from diary_platform.domain.notes.router import NoteRouter, RouterConfig, _note_from_draft, _reduce, budget_crossings
 from diary_platform.runner import process_files
 from diary_platform_tests.fake_llm import ANTHROPIC, OPENAI, FakeLLM
 
@@ -236,6 +237,34 @@ def test_the_budget_stops_cloud_calls_and_the_note_says_so(fake, tmp_path):
     assert "budget" in second.to_markdown(WHEN).lower()
     other_user = spend_once.write(request(user="bob"))
     assert other_user.provider == "openai"
+
+
+def test_a_user_crossing_the_warning_share_and_then_the_budget_is_told_once_each(fake, tmp_path, telemetry_readers):
+    from diary_platform.domain.notes.spend import FileDailySpend
+
+    assert router(fake, tmp_path / "probe").write(request()).provider == "openai"
+    one_note = FileDailySpend(tmp_path / "probe" / "state").spent("alice", WHEN.date())
+    notes = router(fake, tmp_path, ollama=True, budget_usd_per_user_per_day=one_note * 2.2)
+    tracer = instruments.current().tracer
+    for _ in range(4):  # totals of 1, 2 (past 80 % of 2.2), 3 (past the budget) notes; the fourth is free
+        with tracer.start_as_current_span("write_note"):
+            last = notes.write(request())
+    assert last.provider == "ollama"
+    events = [(event.name, dict(event.attributes)) for span in telemetry_readers.spans.get_finished_spans() for event in span.events]
+    assert [name for name, _ in events] == ["diary.budget.warning", "diary.budget.exhausted"]
+    warning = events[0][1]
+    assert warning["diary.user"] == "alice" and warning["diary.budget.share"] == pytest.approx(2 / 2.2)
+    [metric] = [m for rm in telemetry_readers.metrics.get_metrics_data().resource_metrics for sm in rm.scope_metrics
+                for m in sm.metrics if m.name == "diary.budget.alerts"]
+    assert sorted((dict(p.attributes)["level"], p.value) for p in metric.data.data_points) == [("exhausted", 1), ("warning", 1)]
+
+
+def test_budget_crossings_fire_only_on_the_booking_that_crosses():
+    assert budget_crossings(0.30, 0.39, 0.5, 0.8) == []
+    assert budget_crossings(0.39, 0.40, 0.5, 0.8) == ["warning"]
+    assert budget_crossings(0.40, 0.45, 0.5, 0.8) == [], "already past the share: no second warning"
+    assert budget_crossings(0.10, 0.60, 0.5, 0.8) == ["warning", "exhausted"]
+    assert budget_crossings(0.0, 0.0, 0.0, 0.8) == [], "a zero budget is never crossed by booking nothing"
 
 
 def test_a_budget_spent_to_the_cent_is_reached(fake, tmp_path):

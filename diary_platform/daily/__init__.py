@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import polars as pl
 
-from diary_platform.daily.cost_report import cost_report_asset, within_daily_budget
+from diary_platform.daily.cost_report import budget_warning, cost_report_asset, within_daily_budget
 from diary_platform.daily.daily_digest import daily_digest_asset
 from diary_platform.daily.jobs import daily_job
 from diary_platform.daily.todays_refresh import todays_refresh
@@ -51,7 +51,7 @@ def late_recordings_sensor(context: dg.SensorEvaluationContext, asset_event: dg.
 def definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[daily_digest_asset(settings), cost_report_asset(settings)],
-        asset_checks=[within_daily_budget],
+        asset_checks=[within_daily_budget, budget_warning],
         jobs=[daily_job],
         schedules=[daily_schedule],
         sensors=[late_recordings_sensor, todays_refresh],

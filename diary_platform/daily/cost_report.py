@@ -2,14 +2,15 @@ import dagster as dg
 import polars as pl
 
 from diary_platform import metadata
-from diary_platform.domain import catalog
+from diary_platform.domain import catalog, instruments
 from diary_platform.domain.costs import TOTAL, URI_COLUMNS
 from diary_platform.domain.costs import cost_report as build_cost_report
 from diary_platform.k8s import step_tags
 from diary_platform.partitions import daily_partitions
-from diary_platform.resources import PlatformPricing, StoreResource
+from diary_platform.resources import NoteWriterResource, PlatformPricing, StoreResource
 from diary_platform.retries import NETWORK_RETRY
 from diary_platform.settings import Settings
+
 
 def cost_report_asset(settings: Settings) -> dg.AssetsDefinition:
     @dg.asset(
@@ -60,4 +61,38 @@ def within_daily_budget(
         passed=total <= budget,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"total_usd": round(total, 6), "budget_usd": budget},
+    )
+
+
+@dg.asset_check(
+    asset=catalog.COST_REPORT,
+    partitions_def=daily_partitions,
+    description=(
+        "Early warning before the cut-over: the day has used less than the warning share (80 %) of the platform's "
+        "daily budget, and no user that share of their daily note-writing budget (the LLM configuration's)."
+    ),
+)
+def budget_warning(
+    context: dg.AssetCheckExecutionContext, store: StoreResource, pricing: PlatformPricing, note_writer: NoteWriterResource
+) -> dg.AssetCheckResult:
+    report = store.catalog.batch(catalog.COST_REPORT, context.partition_key)
+    limits = note_writer.router_config()
+    share = limits.budget_warning_share
+    total = float(report.filter(pl.col("user") == TOTAL)["total_usd"].sum())
+    platform_budget = pricing.prices().daily_budget_usd
+    user_budget = limits.budget_usd_per_user_per_day
+    users = report.filter((pl.col("user") != TOTAL) & (pl.col("llm_usd") >= share * user_budget)) if user_budget > 0 else report.clear()
+    platform_near = total >= share * platform_budget
+    if platform_near:  # users' alerts come from the router, once per crossing
+        level = "exhausted" if total >= platform_budget else "warning"
+        instruments.current().budget_alerts.add(1, {"scope": "platform", "level": level})
+    return dg.AssetCheckResult(
+        passed=not platform_near and not users.height,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "total_usd": round(total, 6),
+            "platform_share": round(total / platform_budget, 4) if platform_budget else None,
+            "warning_share": share,
+            "users_near_their_budget": ", ".join(users["user"].to_list()) or "none",
+        },
     )

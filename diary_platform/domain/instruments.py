@@ -23,6 +23,7 @@ class Instruments:
     llm_tokens: metrics.Counter
     llm_cost: metrics.Counter
     llm_fallbacks: metrics.Counter
+    budget_alerts: metrics.Counter
 
     @classmethod
     def on(
@@ -43,6 +44,11 @@ class Instruments:
             llm_cost=meter.create_counter("diary.llm.cost", unit="USD", description="Language-model spend"),
             llm_fallbacks=meter.create_counter(
                 "diary.llm.fallbacks", description="Notes not written by the first provider tried"
+            ),
+            budget_alerts=meter.create_counter(
+                "diary.budget.alerts",
+                description="Budget alerts by scope and level: a user's booking crossing the warning share or the budget "
+                "(once each), the platform's day found past its share by the cost report's check (each evaluation)",
             ),
         )
 

@@ -18,6 +18,7 @@ import pybreaker
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from diary_platform.domain import instruments
 from diary_platform.domain.notes import prompting
 from diary_platform.domain.notes.breakers import breaker_for
 from diary_platform.domain.notes.draft import DraftRejected, Mood, NoteDraft, check_draft, json_schema
@@ -44,6 +45,8 @@ class RouterConfig:
     breaker_fail_max: int = Field(default=3, gt=0)
     breaker_reset_seconds: float = Field(default=300.0, gt=0)
     budget_usd_per_user_per_day: float = Field(default=0.50, ge=0)
+    # The share of a daily budget at which a warning goes out, before the cut-over to free providers at 100 %.
+    budget_warning_share: float = Field(default=0.8, gt=0, le=1)
     redact: bool = True
     local_only: bool = False
     local_hosts: tuple[str, ...] = ()
@@ -216,10 +219,31 @@ class NoteRouter:
         note.output_tokens += completion.output_tokens
         cost = call_cost(self.prices, model, completion.input_tokens, completion.output_tokens)
         note.cost_usd += cost
-        self.spend.add(note.user, note.day, cost)
+        total = self.spend.add(note.user, note.day, cost)
+        budget_alerts(note.user, total - cost, total, self.config.budget_usd_per_user_per_day, self.config.budget_warning_share)
         if completion.truncated:
             raise OutputTruncated(model)
         return completion.text
+
+
+def budget_crossings(before: float, after: float, budget: float, warning_share: float) -> list[str]:
+    """The thresholds one booking crossed, from `before` to `after`: "warning" at the share, "exhausted" at the budget."""
+    levels = (("warning", budget * warning_share), ("exhausted", budget))
+    return [level for level, threshold in levels if before < threshold <= after]
+
+
+def budget_alerts(user: str, before: float, after: float, budget: float, warning_share: float) -> list[str]:
+    """Each threshold crossed becomes an event on the current span and a count, once per user and day: only
+    the booking that crosses it sees it, however many processes book at once (the total is atomic)."""
+    crossed = budget_crossings(before, after, budget, warning_share)
+    meters = instruments.current()
+    for level in crossed:
+        meters.budget_alerts.add(1, {"scope": "user", "level": level})
+        instruments.current_span().add_event(
+            f"diary.budget.{level}",
+            {"diary.user": user, "diary.budget.spent_usd": after, "diary.budget.limit_usd": budget, "diary.budget.share": after / budget},
+        )
+    return crossed
 
 
 def _reduce(drafts: list[NoteDraft]) -> NoteDraft:

@@ -31,7 +31,9 @@ class DailySpend(Protocol):
 
     def spent(self, user: str, day: date) -> float: ...
 
-    def add(self, user: str, day: date, usd: float) -> None: ...
+    def add(self, user: str, day: date, usd: float) -> float:
+        """Book `usd`; the user's total for the day after it, as this booking left it."""
+        ...
 
 
 class FileDailySpend(DailySpend):
@@ -49,12 +51,14 @@ class FileDailySpend(DailySpend):
         except FileNotFoundError:
             return 0.0
 
-    def add(self, user: str, day: date, usd: float) -> None:
+    def add(self, user: str, day: date, usd: float) -> float:
         path = self._path(user, day)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path.with_suffix(".lock"), "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            write_text_atomic(path, json.dumps({"usd": self.spent(user, day) + usd}))
+            total = self.spent(user, day) + usd
+            write_text_atomic(path, json.dumps({"usd": total}))
+            return total
 
 
 class PostgresDailySpend(DailySpend):
@@ -67,9 +71,10 @@ class PostgresDailySpend(DailySpend):
         rows = self.database.rows("SELECT usd FROM diary_daily_spend WHERE user_name = :user AND day = :day", user=user, day=day)
         return float(rows[0].usd) if rows else 0.0
 
-    def add(self, user: str, day: date, usd: float) -> None:
-        self.database.execute(
+    def add(self, user: str, day: date, usd: float) -> float:
+        [row] = self.database.rows(
             "INSERT INTO diary_daily_spend (user_name, day, usd) VALUES (:user, :day, :usd)"
-            " ON CONFLICT (user_name, day) DO UPDATE SET usd = diary_daily_spend.usd + excluded.usd",
+            " ON CONFLICT (user_name, day) DO UPDATE SET usd = diary_daily_spend.usd + excluded.usd RETURNING usd",
             user=user, day=day, usd=Decimal(repr(usd)),
         )
+        return float(row.usd)

@@ -144,6 +144,8 @@ def _print_report(report, as_json: bool) -> None:
             status = f"resumed (batch {result.batch_key}): {status}"
         if result.reason:
             status += f" [{result.reason}] {result.message}"
+        elif result.status == "pending":
+            status += f": {result.message}"
         elif result.warnings:
             status += f" (warnings: {', '.join(result.warnings)})"
         out.print(f"[bold]{escape(Path(result.file).name)}[/bold]  {result.recording_id}  {escape(status)}")
@@ -151,7 +153,8 @@ def _print_report(report, as_json: bool) -> None:
             out.print(f"  transcript: {escape(result.transcript_path)}")
         if result.note_path:
             out.print(f"  note:       {escape(result.note_path)}")
-    quarantined = sum(1 for r in report.new if r.status != "ok")
+    quarantined = sum(1 for r in report.new if r.status == "quarantined")
+    pending = sum(1 for r in report.new if r.status == "pending")
     extra = "".join(
         f", {report.count(origin)} {words}"
         for origin, words in (("resumed", "resumed"), ("elsewhere", "in progress elsewhere"), ("skipped", "skipped"))
@@ -159,7 +162,8 @@ def _print_report(report, as_json: bool) -> None:
     )
     speed = f"speed {report.speed:.1f}x real time" if report.audio_seconds else "nothing new to transcribe"
     summary = (
-        f"recordings: {report.count('new')} new ({quarantined} quarantined), {report.count('known')} already ingested{extra}"
+        f"recordings: {report.count('new')} new ({quarantined} quarantined{f', {pending} notes waiting in provider batches' if pending else ''}),"
+        f" {report.count('known')} already ingested{extra}"
         f" · audio {report.audio_seconds:.1f} s · wall {report.wall_seconds:.1f} s · {speed}"
     )
     (console if as_json else out).print(summary)
@@ -252,7 +256,8 @@ def status(limit: int = typer.Option(10, help="How many recent batches.")) -> No
     speed = f"speed {audio / seconds:.1f}x" if seconds else "nothing transcribed"
     out.print(
         f"{len(batches)} batches · {sum(b.recordings for b in batches)} recordings · "
-        f"{sum(b.by_status.get('quarantined', 0) for b in batches)} quarantined · audio {audio:.1f} s · "
+        f"{sum(b.by_status.get('quarantined', 0) for b in batches)} quarantined · "
+        f"{sum(b.by_status.get('pending', 0) for b in batches)} notes waiting in provider batches · audio {audio:.1f} s · "
         f"{speed} · cost so far ${sum(b.cost_usd for b in batches):.6f}"
     )
 

@@ -22,8 +22,6 @@ from diary_platform.domain.ingest.batching import BatchLimits
 from diary_platform.domain.ingest.bucket import BucketScanner, ContentAliases
 from diary_platform.domain.audio.sandbox import SandboxLimits, SandboxPool
 from diary_platform.domain.catalog import Catalog
-from diary_platform.domain.notes.local import LocalNoteWriter
-from diary_platform.domain.notes.note import NoteWriter
 from diary_platform.domain.notes.llm_config import load_router_config
 from diary_platform.domain.notes.router import NoteRouter, RouterConfig
 from diary_platform.domain.notes.spend import load_prices
@@ -155,16 +153,14 @@ class WhisperTranscriber(dg.ConfigurableResource):
 
 
 class NoteWriterResource(dg.ConfigurableResource):
-    """The local writer, or the LLM router when a provider configuration file is given."""
+    """The LLM router: the providers of the configuration file; without one, the local writer alone."""
 
     llm_config: str | None
     local_only: bool
     store: StoreResource
 
-    def build(self) -> NoteWriter:
-        if not self.llm_config:
-            return LocalNoteWriter()
-        config = load_router_config(Path(self.llm_config))
+    def build(self) -> NoteRouter:
+        config = self.router_config()
         if self.local_only:
             config = replace(config, local_only=True)
         return NoteRouter(config, self.store.shared_state)

@@ -9,6 +9,7 @@ import pytest
 
 from diary_platform.daily.cost_report import budget_warning, cost_report_asset, within_daily_budget
 from diary_platform.domain.costs import PlatformPrices, recording_costs
+from diary_platform.domain.notes.spend import TokenUsage, call_cost, load_prices
 from diary_platform.domain.costs import cost_report as build_report
 from diary_platform.definitions import build_resources
 from diary_platform.resources import PlatformPricing
@@ -19,6 +20,28 @@ PRICES = PlatformPrices(
     cpu_usd_per_second=0.001, gpu_usd_per_second=0.01, storage_usd_per_gb_month={"hot": 3.0, "warm": 1.5, "cold": 0.3}, daily_budget_usd=1.0
 )
 MODELS = {"gpt-4o-mini": {"input": 0.15, "output": 0.60}}
+
+
+def test_the_report_shows_what_batches_and_caching_saved_per_user_and_day():
+    """A hand-computed day. ann: a batch note (1M in, 0.2M out of gpt-4o-mini: list 0.15 + 0.12 = 0.27,
+    booked at half, 0.135, saved 0.135) and a synchronous one with 0.5M of its 1M input read from the
+    cache (0.5 x 0.15 + 0.5 x 0.075 = 0.1125, list 0.15, saved 0.0375); bob: one list-price note of 0.15."""
+    ids = ["a1", "a2", "b1"]
+    notes = pl.DataFrame({
+        "recording_id": ids, "user": ["ann", "ann", "bob"], "model": ["gpt-4o-mini"] * 3,
+        "input_tokens": [1_000_000, 1_000_000, 1_000_000], "cached_input_tokens": [0, 500_000, 0],
+        "output_tokens": [200_000, 0, 0], "cost_usd": [0.135, 0.1125, 0.15], "saved_usd": [0.135, 0.0375, 0.0],
+    })
+    prices = load_prices()
+    assert call_cost(prices, "gpt-4o-mini", TokenUsage(1_000_000, 200_000, batch=True)) == pytest.approx(0.135)
+    assert call_cost(prices, "gpt-4o-mini", TokenUsage(1_000_000, 0, cached_input_tokens=500_000)) == pytest.approx(0.1125)
+    report = build_report(recording_costs({"diary_notes": notes}, {}, PRICES, MODELS, gpu=False))
+    rows = {row["user"]: row for row in report.iter_rows(named=True)}
+    assert rows["ann"]["llm_usd"] == pytest.approx(0.2475) and rows["ann"]["llm_saved_usd"] == pytest.approx(0.1725)
+    assert rows["ann"]["llm_cached_input_tokens"] == 500_000
+    assert rows["bob"]["llm_saved_usd"] == 0
+    assert rows["(total)"]["llm_usd"] == pytest.approx(0.3975) and rows["(total)"]["llm_saved_usd"] == pytest.approx(0.1725)
+    assert rows["(total)"]["total_usd"] == pytest.approx(0.3975), "savings are reported beside the cost, never subtracted twice"
 
 
 def test_known_inputs_give_the_expected_costs_per_recording_and_totals_per_user():

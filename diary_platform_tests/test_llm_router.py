@@ -201,7 +201,7 @@ def test_a_citation_of_a_segment_that_does_not_exist_is_sent_back_for_repair(fak
 
 
 def test_a_repair_continues_the_conversation_and_the_note_pays_for_every_call(fake, tmp_path):
-    from diary_platform.domain.notes.spend import call_cost, load_prices
+    from diary_platform.domain.notes.spend import TokenUsage, call_cost, load_prices
 
     fake.script(OPENAI, GPT, "malformed")
     note = router(fake, tmp_path).write(request())
@@ -211,7 +211,7 @@ def test_a_repair_continues_the_conversation_and_the_note_pays_for_every_call(fa
     assert answer["role"] == "assistant" and "<<not json" in answer["content"]
     assert correction["role"] == "user" and correction["content"].startswith("That answer was rejected:")
     assert note.input_tokens == sum(len(json.dumps(r["body"])) // 4 for r in fake.log), "tokens of both calls"
-    assert note.cost_usd == pytest.approx(call_cost(load_prices(), GPT, note.input_tokens, note.output_tokens), abs=1e-6)
+    assert note.cost_usd == pytest.approx(call_cost(load_prices(), GPT, TokenUsage(note.input_tokens, note.output_tokens)), abs=1e-6)
 
 
 def test_repeated_failures_open_the_breaker_then_it_is_skipped(fake, tmp_path):
@@ -298,7 +298,7 @@ def test_the_transcript_goes_only_as_delimited_data_and_is_redacted_for_the_clou
     body = fake.log[0]["body"]
     system, user = body["messages"][0], body["messages"][1]
     assert system["role"] == "system" and "<transcript>" not in system["content"].split("between")[0]
-    assert "\n<transcript>\n[0] 00:00.0-00:04.0 " in user["content"] and user["content"].endswith("</transcript>")
+    assert user["content"].startswith("<transcript>\n[0] 00:00.0-00:04.0 ") and user["content"].endswith("</transcript>")
     assert "anna@example.org" not in user["content"] and "7946" not in user["content"]
     assert "[email]" in user["content"] and "[phone]" in user["content"]
 
@@ -374,7 +374,7 @@ def test_a_long_transcript_is_split_under_the_context_limit_and_reduced(fake, tm
 def test_note_templates_are_data_chosen_per_user(fake, tmp_path):
     chooser = router(fake, tmp_path, anthropic=False, templates_by_user={"bob": "meeting"})
     assert chooser.write(request(user="bob")).template == "meeting"
-    assert "meeting minutes" in fake.log[-1]["body"]["messages"][1]["content"]
+    assert "meeting minutes" in fake.log[-1]["body"]["messages"][0]["content"]
     assert chooser.write(request(user="alice")).template == "diary_entry"
 
 

@@ -7,6 +7,7 @@ pool; the Postgres cases need the local server (see conftest's `postgres_databas
 
 import multiprocessing
 import shutil
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from diary_platform.domain import state_database as state_db
 from diary_platform.domain.ingest.batches import BatchItem, BatchManifest, Lease, new_batch_key
 from diary_platform.domain.ingest.claims import LandingFileKey, Owner
 from diary_platform.domain.notes.breakers import breaker_for
+from diary_platform.domain.notes.note_batches import COLLECTED, ENDED, OPEN, SUBMITTING, NoteBatch
 from diary_platform.domain.shared_state import SharedState, open_shared_state
 from diary_platform.resources import shared_state_url
 
@@ -248,6 +250,30 @@ def _tables(database: dict) -> dict[str, list]:
         versions = [row[0] for row in cursor.fetchall()]
         cursor.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'diary_breakers' ORDER BY ordinal_position")
         return {"versions": versions, "breaker_columns": [row[0] for row in cursor.fetchall()]}
+
+
+def _record_batch(state: SharedState, index: int) -> str:
+    """Every worker records the same provider batch (as many step retries would); the record they all get back."""
+    now = datetime(2026, 11, 26, tzinfo=timezone.utc)
+    mine = NoteBatch("nb-same", "batch-1", "openai", "gpt-4o-mini", ["r1", "r2"], now, now, remote_id=None, outcome=f"worker-{index}")
+    return state.note_batches.create(mine).outcome
+
+
+def test_provider_batch_records_are_made_once_and_a_collected_one_stays_collected(workers, where):
+    outcomes = _race(workers, where, _record_batch)
+    assert len(set(outcomes)) == 1, "every process got the one record that was stored"
+    batches = open_shared_state(*where).note_batches
+    record = batches.get("nb-same")
+    assert record.status == SUBMITTING and record.recording_ids == ["r1", "r2"] and batches.get("nb-other") is None
+    later = record.next_poll_at + timedelta(minutes=5)
+    batches.save(replace(record, status=OPEN, remote_id="batch_1"))
+    batches.create(replace(record, id="nb-later", status=OPEN, next_poll_at=later))
+    batches.create(replace(record, id="nb-done", status=COLLECTED))
+    assert [r.id for r in batches.due(later, 10)] == ["nb-same", "nb-later"], "the most overdue first; collected never"
+    assert [r.id for r in batches.due(record.next_poll_at, 10)] == ["nb-same"]
+    batches.save(replace(batches.get("nb-same"), status=COLLECTED))
+    batches.save(replace(batches.get("nb-same"), status=ENDED, remote_id="batch_2"))
+    assert (batches.get("nb-same").status, batches.get("nb-same").remote_id) == (COLLECTED, "batch_1"), "a late poll never reopens it"
 
 
 def test_migrations_run_once_in_order_however_many_processes_start_together(workers, tmp_path, postgres_database, monkeypatch):

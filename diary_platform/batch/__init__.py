@@ -1,10 +1,11 @@
 """The batch slice: what one ingest batch goes through (four assets and their checks), its job, the landing
-sensor that makes batches, the recovery sensor that resumes them, the job that re-drives the quarantine, and
+sensor that makes batches, the recovery sensor that resumes them, the sensor that collects notes from provider batches, the job that re-drives the quarantine, and
 the retention job that retires old batches from Dagster when a retention is set."""
 
 import dagster as dg
 
 from diary_platform.batch.diary_notes import diary_notes_asset, diary_notes_schema
+from diary_platform.batch.note_batches import collect_notes, note_batches_sensor
 from diary_platform.batch.landing_sensor import landing_bucket_sensor, landing_sensor
 from diary_platform.batch.process_batch import PROCESS_BATCH, RETRANSCRIBE, process_batch, retranscribe
 from diary_platform.batch.raw_audio import raw_audio_asset, raw_audio_schema
@@ -38,8 +39,8 @@ def definitions(settings: Settings) -> dg.Definitions:
     batches = dg.Definitions(
         assets=assets(settings),
         asset_checks=CHECKS,
-        jobs=[process_batch, redrive_job, retranscribe],
-        sensors=[landing_bucket_sensor if settings.landing_uri else landing_sensor, recovery_sensor, redriven_batches],
+        jobs=[process_batch, redrive_job, retranscribe, collect_notes],
+        sensors=[landing_bucket_sensor if settings.landing_uri else landing_sensor, recovery_sensor, redriven_batches, note_batches_sensor],
     )
     if not settings.partition_retention_days:
         return batches

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
 
+from diary_platform.batch.note_batches import COLLECT_NOTES
 from diary_platform.batch.process_batch import PROCESS_BATCH, RETRANSCRIBE
 from diary_platform.domain.ingest.batches import batch_time
 from diary_platform.partitions import BATCHES
@@ -25,7 +26,7 @@ from diary_platform.partitions import BATCHES
 # Each key or run is a statement or two (about 18 ms a key on Postgres, docs/scale.md); an hourly run
 # retires at most this many of each, oldest first: 20,000 an hour against 1,200 batches an hour at full rate.
 MAX_RETIRED_PER_RUN = 20_000
-BATCH_JOBS = (PROCESS_BATCH, RETRANSCRIBE)
+BATCH_JOBS = (PROCESS_BATCH, RETRANSCRIBE, COLLECT_NOTES)
 
 
 def expired(keys: list[str], now: datetime, retention: timedelta) -> list[str]:

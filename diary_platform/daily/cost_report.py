@@ -20,9 +20,12 @@ def cost_report_asset(settings: Settings) -> dg.AssetsDefinition:
         group_name="operations",
         kinds={"polars", "parquet"},
         retry_policy=NETWORK_RETRY,
-        code_version="2",
+        code_version="3",
         deps=[dg.AssetDep(name, partition_mapping=dg.AllPartitionMapping()) for name in URI_COLUMNS],
-        description="What each day's processing cost per user: compute, language models, storage; per audio hour.",
+        description=(
+            "What each day's processing cost per user: compute, language models, storage; per audio hour; and what the "
+            "batch APIs and prompt caching saved on note writing against list prices."
+        ),
     )
     def cost_report(
         context: dg.AssetExecutionContext, store: StoreResource, pricing: PlatformPricing
@@ -36,7 +39,7 @@ def cost_report_asset(settings: Settings) -> dg.AssetsDefinition:
                 "dagster/row_count": report.height,
                 **{
                     name: round(total[name] or 0.0, 6)
-                    for name in ("total_usd", "compute_usd", "llm_usd", "storage_usd", "audio_hours", "usd_per_audio_hour")
+                    for name in ("total_usd", "compute_usd", "llm_usd", "llm_saved_usd", "storage_usd", "audio_hours", "usd_per_audio_hour")
                 },
                 "report": metadata.table(report, rounding=6),
             }

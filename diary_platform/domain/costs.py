@@ -1,7 +1,8 @@
 """What processing cost, per recording and summed per user and day: compute, language models, storage.
 
 Compute is the measured decode seconds (CPU) and transcription seconds (GPU when it ran on one) times
-the worker price; language-model cost is tokens times each model's list price; storage is the bytes a
+the worker price; language-model cost is what the notes were booked at (list, batch and cached-input rates
+from the price table; the savings against list prices apart); storage is the bytes a
 recording's files take (original, normalised audio, transcript files, note), each priced for one day at
 the tier it is in when the cost is computed (a report rebuilt after tiering prices what moved at the
 colder rate).
@@ -15,7 +16,7 @@ import yaml
 
 from diary_platform.domain.catalog import DIARY_NOTES, RAW_AUDIO, TRANSCRIPTS, VALIDATED_AUDIO
 from diary_platform.domain.ingest.batches import batch_order
-from diary_platform.domain.notes.spend import call_cost
+from diary_platform.domain.notes.spend import TokenUsage, call_cost
 from diary_platform.domain.store.layout import DataStore
 
 GB = 1024**3
@@ -50,7 +51,7 @@ def recording_costs(
     """What each recording cost so far: the one definition of cost that batches, days and `diary status` share.
 
     Compute is decode seconds at the CPU price plus transcription seconds at the worker's price (GPU when
-    transcription ran on one); language models are tokens at each model's list price; storage is one day
+    transcription ran on one); language models are what each note was booked at; storage is one day
     of the recording's files at the tier each is in. `tables`: the batch tables there are so far, by asset
     name; `stored_bytes`: bytes per recording id, per tier."""
     empty = pl.DataFrame()
@@ -70,11 +71,12 @@ def recording_costs(
         recording["compute_seconds"] += seconds
         recording["compute_usd"] += seconds * transcribe_price
     for row in notes.iter_rows(named=True) if notes.height else []:
-        input_tokens, output_tokens = row.get("input_tokens") or 0, row.get("output_tokens") or 0
         rows[_key(row)].update(
-            llm_input_tokens=input_tokens,
-            llm_output_tokens=output_tokens,
-            llm_usd=call_cost(model_prices, row.get("model") or "", input_tokens, output_tokens),
+            llm_input_tokens=row.get("input_tokens") or 0,
+            llm_cached_input_tokens=row.get("cached_input_tokens") or 0,
+            llm_output_tokens=row.get("output_tokens") or 0,
+            llm_usd=_booked_or_priced(row, model_prices),
+            llm_saved_usd=row.get("saved_usd") or 0.0,
         )
     newest = {}  # a recording's files are stored once, whatever number of batches it went through: its newest row pays
     for key in sorted(rows, key=lambda k: batch_order(k[0]) if k[0] else ""):
@@ -85,6 +87,14 @@ def recording_costs(
         rows[key]["storage_usd"] = sum(size / GB * prices.storage_usd_per_gb_month[tier] / DAYS_PER_MONTH for tier, size in by_tier.items())
     costs = pl.DataFrame(list(rows.values()), schema=_RECORDING_SCHEMA) if rows else pl.DataFrame(schema=_RECORDING_SCHEMA)
     return costs.with_columns(total_usd=pl.col("compute_usd") + pl.col("llm_usd") + pl.col("storage_usd"))
+
+
+def _booked_or_priced(row: dict, model_prices: dict) -> float:
+    """What the note's calls were booked at (batch and cached rates included); tables written before notes
+    recorded their cost are priced from their tokens at list prices."""
+    if row.get("cost_usd") is not None:
+        return row["cost_usd"]
+    return call_cost(model_prices, row.get("model") or "", TokenUsage(row.get("input_tokens") or 0, row.get("output_tokens") or 0))
 
 
 def _key(row: dict) -> tuple:
@@ -132,8 +142,10 @@ _RECORDING_SCHEMA = {
     "compute_seconds": pl.Float64,
     "compute_usd": pl.Float64,
     "llm_input_tokens": pl.Int64,
+    "llm_cached_input_tokens": pl.Int64,
     "llm_output_tokens": pl.Int64,
     "llm_usd": pl.Float64,
+    "llm_saved_usd": pl.Float64,
     "storage_bytes": pl.Int64,
     "storage_usd": pl.Float64,
 }

@@ -22,6 +22,7 @@ class Instruments:
     transcription_speed: metrics.Histogram
     llm_tokens: metrics.Counter
     llm_cost: metrics.Counter
+    llm_saved: metrics.Counter
     llm_fallbacks: metrics.Counter
     budget_alerts: metrics.Counter
 
@@ -39,9 +40,12 @@ class Instruments:
                 "diary.transcription.speed", unit="1", description="Audio seconds per transcription second"
             ),
             llm_tokens=meter.create_counter(
-                "diary.llm.tokens", description="Language-model tokens by provider, model and direction"
+                "diary.llm.tokens", description="Language-model tokens by provider, model, delivery and direction (input, cached_input, output)"
             ),
-            llm_cost=meter.create_counter("diary.llm.cost", unit="USD", description="Language-model spend"),
+            llm_cost=meter.create_counter("diary.llm.cost", unit="USD", description="Language-model spend by provider, model and delivery"),
+            llm_saved=meter.create_counter(
+                "diary.llm.saved", unit="USD", description="What batch APIs and prompt caching saved against list prices"
+            ),
             llm_fallbacks=meter.create_counter(
                 "diary.llm.fallbacks", description="Notes not written by the first provider tried"
             ),

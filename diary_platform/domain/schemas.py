@@ -11,6 +11,8 @@ import pandera.polars as pa
 STATUS_OK = "ok"
 STATUS_QUARANTINED = "quarantined"
 STATUSES = [STATUS_OK, STATUS_QUARANTINED]
+# Only a note can wait: its recording is in a provider batch that has not answered yet.
+STATUS_PENDING = "pending"
 
 # Every reason a recording can be quarantined for: the `reason` column holds only these, and a re-drive
 # filters by them (an unknown code is a typo, not an empty selection).
@@ -52,7 +54,7 @@ RATIO = pa.Check.in_range(0, 1)
 NON_NEGATIVE = pa.Check.ge(0)
 
 
-def _identity_columns() -> dict[str, pa.Column]:
+def _identity_columns(statuses: list[str] = STATUSES) -> dict[str, pa.Column]:
     return {
         "recording_id": pa.Column(pl.Utf8, pa.Check.str_matches(r"^[0-9a-f]{24}$"), unique=True),
         "content_sha256": pa.Column(pl.Utf8, pa.Check.str_matches(r"^[0-9a-f]{64}$")),
@@ -60,7 +62,7 @@ def _identity_columns() -> dict[str, pa.Column]:
         "user": pa.Column(pl.Utf8),
         "priority": pa.Column(pl.Utf8, nullable=True),
         "recorded_at": pa.Column(UTC_TIME),
-        "status": pa.Column(pl.Utf8, pa.Check.isin(STATUSES)),
+        "status": pa.Column(pl.Utf8, pa.Check.isin(statuses)),
         "reason": pa.Column(pl.Utf8, pa.Check.isin(list(REASONS)), nullable=True),
         "message": pa.Column(pl.Utf8, nullable=True),
     }
@@ -69,7 +71,7 @@ def _identity_columns() -> dict[str, pa.Column]:
 IDENTITY_COLUMNS = list(_identity_columns())
 
 
-def _schema(name: str, columns: dict[str, pa.Column]) -> pa.DataFrameSchema:
+def _schema(name: str, columns: dict[str, pa.Column], statuses: list[str] = STATUSES) -> pa.DataFrameSchema:
     quarantined_has_reason = pa.Check(
         lambda data: data.lazyframe.select(
             (pl.col("status") != STATUS_QUARANTINED) | pl.col("reason").is_not_null()
@@ -77,7 +79,7 @@ def _schema(name: str, columns: dict[str, pa.Column]) -> pa.DataFrameSchema:
         name="quarantined_rows_have_a_reason",
     )
     return pa.DataFrameSchema(
-        {**_identity_columns(), **columns},
+        {**_identity_columns(statuses), **columns},
         name=name,
         strict=True,
         ordered=False,
@@ -163,10 +165,17 @@ DIARY_NOTES = _schema(
         "citations": pa.Column(pl.List(CITATION)),
         "remarks": pa.Column(pl.List(pl.Utf8)),
         "input_tokens": pa.Column(pl.Int64, NON_NEGATIVE),
+        "cached_input_tokens": pa.Column(pl.Int64, NON_NEGATIVE),
         "output_tokens": pa.Column(pl.Int64, NON_NEGATIVE),
         "cost_usd": pa.Column(pl.Float64, NON_NEGATIVE),
+        "saved_usd": pa.Column(pl.Float64, NON_NEGATIVE),
         "latency_seconds": pa.Column(pl.Float64, NON_NEGATIVE),
+        "note_priority": pa.Column(pl.Utf8, pa.Check.isin(["urgent", "normal", "bulk"]), nullable=True),
+        "route": pa.Column(pl.Utf8, nullable=True),
+        "delivery": pa.Column(pl.Utf8, pa.Check.isin(["synchronous", "batch"]), nullable=True),
+        "note_batch": pa.Column(pl.Utf8, nullable=True),
     },
+    statuses=[*STATUSES, STATUS_PENDING],
 )
 
 DAILY_DIGEST = pa.DataFrameSchema(

@@ -1,5 +1,5 @@
 """The control state every process of a deployment shares: batch manifests with their leases and give-ups,
-claims, the LLM breakers and the daily spend.
+claims, the LLM breakers, the daily spend and the provider batches of notes that wait.
 
 `open_shared_state` is the one place that picks where it lives: files in the data folder (one machine, no
 server: `batches/`, `claims/`, `state/breakers/`, `state/spend/`), or, given a database URL, tables in
@@ -16,6 +16,7 @@ import pybreaker
 from diary_platform.domain.ingest.batches import BatchStore, FileBatchStore, PostgresBatchStore
 from diary_platform.domain.ingest.claims import Claims, FileClaims, PostgresClaims
 from diary_platform.domain.notes.breakers import FileBreakerStorage, PostgresBreakerStorage
+from diary_platform.domain.notes.note_batches import FileNoteBatches, NoteBatches, PostgresNoteBatches
 from diary_platform.domain.notes.spend import DailySpend, FileDailySpend, PostgresDailySpend
 from diary_platform.domain.state_database import state_database
 
@@ -27,6 +28,7 @@ class SharedState:
     batches: BatchStore
     claims: Claims
     spend: DailySpend
+    note_batches: NoteBatches
     breaker_storage: Callable[[str], pybreaker.CircuitBreakerStorage]  # by provider name
     location: str
 
@@ -36,11 +38,11 @@ def open_shared_state(data_dir: Path, database_url: str | None = None) -> Shared
     if database_url:
         database = state_database(database_url)
         return SharedState(
-            PostgresBatchStore(database), PostgresClaims(database), PostgresDailySpend(database),
+            PostgresBatchStore(database), PostgresClaims(database), PostgresDailySpend(database), PostgresNoteBatches(database),
             lambda provider: PostgresBreakerStorage(database, provider), database.location,
         )
     root = Path(data_dir)
     return SharedState(
-        FileBatchStore(root / "batches"), FileClaims(root / "claims"), FileDailySpend(root / "state"),
+        FileBatchStore(root / "batches"), FileClaims(root / "claims"), FileDailySpend(root / "state"), FileNoteBatches(root / "state" / "note_batches"),
         lambda provider: FileBreakerStorage(root / "state" / "breakers" / f"{provider}.json"), str(root),
     )

@@ -20,13 +20,16 @@ from diary_platform.domain.audio.decode import AudioRejected
 from diary_platform.domain.audio.sandbox import DecodeResult, SandboxPool
 from diary_platform.domain.ingest.batches import BatchManifest
 from diary_platform.domain.instruments import recording_attributes
-from diary_platform.domain.notes.note import Note, NoteRequest, NoteWriter
+from diary_platform.domain.notes.note import Note, NoteRequest
+from diary_platform.domain.notes.note_batches import COLLECTED, ENDED, NoteBatch
+from diary_platform.domain.notes.router import BATCH, NoteRouter, Plan
 from diary_platform.domain.schemas import (
     DIARY_NOTES,
     IDENTITY_COLUMNS,
     RAW_AUDIO,
     SEGMENT,
     STATUS_OK,
+    STATUS_PENDING,
     STATUS_QUARANTINED,
     TRANSCRIPTS,
     VALIDATED_AUDIO,
@@ -276,34 +279,108 @@ def _transcript_columns(result: Transcript, dropped: list[DroppedSegment], uris:
     }
 
 
-def write_notes(transcripts: pl.DataFrame, writer: NoteWriter, store: DataStore) -> pl.DataFrame:
+def write_notes(
+    transcripts: pl.DataFrame,
+    router: NoteRouter,
+    store: DataStore,
+    previous: pl.DataFrame | None = None,
+    now: datetime | None = None,
+) -> pl.DataFrame:
+    """A note per transcribed recording. A note that may wait goes into one provider batch per (provider,
+    model) and its row is `pending` with the batch's record id; a batch that has ended is collected here.
+    `previous`: the stored table when collecting, whose written notes are kept as they are (never written
+    twice) and whose pending rows are collected from the batch they wait for."""
+    now = now or datetime.now(timezone.utc)
+    rows = transcripts.to_dicts()
+    requests = {row["recording_id"]: _note_request(row) for row in rows if row["status"] == STATUS_OK}
+    kept, waiting_for = _earlier_notes(previous, requests)
+    found = {batch_id: router.state.note_batches.get(batch_id) for batch_id in set(waiting_for.values())}
+    waiting = {recording_id: found[batch_id] for recording_id, batch_id in waiting_for.items() if found[batch_id] is not None}
+    groups: dict[tuple[str, str], list[NoteRequest]] = {}
+    for recording_id, request in requests.items():
+        target = None if recording_id in kept or recording_id in waiting else router.waits_for(request)
+        if target is not None:
+            groups.setdefault(target, []).append(request)
+    records: dict[str, NoteBatch] = {record.id: record for record in waiting.values()}
+    for (provider, model), members in groups.items():
+        record = router.submit(rows[0]["batch_key"], provider, model, members, now)
+        if record is not None:
+            records[record.id] = record
+            waiting.update({request.recording_id: record for request in members})
+    collected: dict[str, Note] = {}
+    for record in records.values():
+        if record.status in (ENDED, COLLECTED):
+            members = [requests[i] for i, r in waiting.items() if r.id == record.id]
+            collected.update(router.collect(record, members))
+
     def write(row: dict) -> dict:
-        request = NoteRequest(row["recording_id"], row["user"], row["recorded_at"], row["text"] or "", row["segments"])
+        recording_id = row["recording_id"]
+        if recording_id in kept:
+            return kept[recording_id]
+        if recording_id in waiting and recording_id not in collected:
+            return _pending_columns(waiting[recording_id], router.plan(requests[recording_id]))
         started = time.perf_counter()
-        note = writer.write(request)
+        note = collected.get(recording_id) or router.write(requests[recording_id])
         _count_note(note)
         markdown = note.to_markdown(row["recorded_at"])
-        written = store.write_text(store.note_key(row["recording_id"]), markdown)
+        written = store.write_text(store.note_key(recording_id), markdown)
         columns = {name: value for name, value in asdict(note).items() if name in DIARY_NOTES.columns}
         return {
             **columns,
+            "note_priority": note.priority,
             "markdown": markdown,
             "note_uri": written.uri,
             "latency_seconds": note.latency_seconds or time.perf_counter() - started,
         }
 
-    return _each_recording(transcripts.to_dicts(), DIARY_NOTES, "write_note", write)
+    return _each_recording(rows, DIARY_NOTES, "write_note", write)
+
+
+def _note_request(row: dict) -> NoteRequest:
+    return NoteRequest(row["recording_id"], row["user"], row["recorded_at"], row["text"] or "", row["segments"], row.get("priority"))
+
+
+def _earlier_notes(previous: pl.DataFrame | None, requests: dict[str, NoteRequest]) -> tuple[dict[str, dict], dict[str, str]]:
+    """From the stored table: the written notes to keep (their columns), and the batch record each pending
+    row waits for (a pending row whose record is gone is then written like a new one)."""
+    if previous is None or previous.is_empty():
+        return {}, {}
+    stage_columns = [c for c in DIARY_NOTES.columns if c not in IDENTITY_COLUMNS or c in ("status", "reason", "message")]
+    kept, waiting = {}, {}
+    for row in previous.filter(pl.col("recording_id").is_in(list(requests))).iter_rows(named=True):
+        if row["status"] == STATUS_OK:
+            kept[row["recording_id"]] = {c: row.get(c) for c in stage_columns}
+        elif row["status"] == STATUS_PENDING and row.get("note_batch"):
+            waiting[row["recording_id"]] = row["note_batch"]
+    return kept, waiting
+
+
+def _pending_columns(record: NoteBatch, plan: Plan) -> dict:
+    return {
+        "status": STATUS_PENDING,
+        "message": f"the note waits in {record.provider}'s batch {record.remote_id}: written when it ends, within a day",
+        "provider": record.provider,
+        "model": record.model,
+        "note_batch": record.id,
+        "note_priority": plan.priority,
+        "route": plan.route,
+        "delivery": BATCH,
+        "fallback_path": [f"{record.provider}/{record.model}:batch_submitted({record.remote_id})"],
+    }
 
 
 def _count_note(note: Note) -> None:
     meters = instruments.current()
-    labels = {"provider": note.provider, "model": note.model}
+    labels = {"provider": note.provider, "model": note.model, "delivery": note.delivery}
     instruments.current_span().set_attributes(
         {"diary.provider": note.provider, "diary.model": note.model, "diary.input_tokens": note.input_tokens,
-         "diary.output_tokens": note.output_tokens, "diary.cost_usd": note.cost_usd}
+         "diary.output_tokens": note.output_tokens, "diary.cost_usd": note.cost_usd, "diary.cached_input_tokens": note.cached_input_tokens,
+         "diary.delivery": note.delivery, "diary.priority": note.priority or ""}
     )
     meters.llm_tokens.add(note.input_tokens, {**labels, "direction": "input"})
     meters.llm_tokens.add(note.output_tokens, {**labels, "direction": "output"})
+    meters.llm_tokens.add(note.cached_input_tokens, {**labels, "direction": "cached_input"})
+    meters.llm_saved.add(note.saved_usd, labels)
     meters.llm_cost.add(note.cost_usd, labels)
     if len(note.fallback_path) > 1:
         meters.llm_fallbacks.add(1, labels)

@@ -63,6 +63,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (user_name, day)
         )""",
     ),
+    (
+        """CREATE TABLE IF NOT EXISTS diary_note_batches (
+            id text PRIMARY KEY,
+            status text NOT NULL,
+            next_poll_at timestamptz NOT NULL,
+            record jsonb NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS diary_note_batches_due ON diary_note_batches (status, next_poll_at)",
+    ),
 )
 # Any constant both sides agree on: the key of the advisory lock that serializes migrations.
 _MIGRATION_LOCK = 0x6469617279

@@ -16,6 +16,7 @@ class NoteRequest:
     recorded_at: datetime
     transcript: str
     segments: list[dict] = field(default_factory=list)
+    priority: str | None = None  # the landing tag; the router resolves it to urgent, normal or bulk
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,12 @@ class Note:
     attempts: int = 0
     citations: list[dict] = field(default_factory=list)
     remarks: list[str] = field(default_factory=list)
+    priority: str | None = None
+    route: str | None = None
+    delivery: str = "synchronous"
+    note_batch: str | None = None
+    cached_input_tokens: int = 0
+    saved_usd: float = 0.0
 
     def to_markdown(self, recorded_at: datetime) -> str:
         def section(heading: str, items: list[str]) -> list[str]:

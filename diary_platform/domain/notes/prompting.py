@@ -5,6 +5,7 @@ with its timestamps so the model can cite where each item came from; anything in
 delimiters is content to describe, never instructions to follow.
 """
 
+import json
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -58,13 +59,15 @@ def render_transcript(segments: list[dict], redacted: bool, first_index: int = 0
     return "<transcript>\n" + "\n".join(lines) + "\n</transcript>"
 
 
-def messages(template: Template, transcript: str, schema: dict) -> list[dict]:
-    import json
+def system_prompt(template: Template, schema: dict) -> str:
+    """The rules, the template's instructions and the note schema: the same for every note of a template,
+    so it is the prompt's stable prefix that the providers' prompt caches can serve."""
+    return f"{SYSTEM_PROMPT}\n\n{template.instructions}\n\nJSON schema:\n{json.dumps(schema)}"
 
-    user = (
-        f"{template.instructions}\n\nJSON schema:\n{json.dumps(schema)}\n\n{transcript}"
-    )
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+def messages(template: Template, transcript: str, schema: dict) -> list[dict]:
+    """The stable prefix first, then the transcript alone: the only part that changes from note to note."""
+    return [{"role": "system", "content": system_prompt(template, schema)}, {"role": "user", "content": transcript}]
 
 
 def estimate_tokens(text: str) -> int:

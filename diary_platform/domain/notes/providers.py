@@ -16,6 +16,8 @@ import httpx2
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from diary_platform.domain.notes.spend import TokenUsage
+
 QUOTA_MARKERS = ("insufficient_quota", "spend limit", "spending limit", "credit balance", "quota")
 
 
@@ -48,9 +50,10 @@ class ProviderSpec:
 
 @dataclass(frozen=True)
 class Completion:
+    """One answer. `usage.input_tokens` counts every prompt token, those read from or written to the prompt cache included."""
+
     text: str
-    input_tokens: int
-    output_tokens: int
+    usage: TokenUsage
     truncated: bool
     http_attempts: int
 
@@ -77,7 +80,7 @@ def _never_retry_quota(response: httpx2.Response) -> None:
             response.headers["x-should-retry"] = "false"
 
 
-def _classify(error: Exception, attempts: int) -> ProviderFailure:
+def classify_error(error: Exception, attempts: int) -> ProviderFailure:
     status = getattr(error, "status_code", None)
     body = getattr(getattr(error, "response", None), "content", b"") or b""
     if status is None:
@@ -135,48 +138,77 @@ class Provider:
         except Exception as error:  # the SDKs' errors, after their own retries
             if not hasattr(error, "status_code") and not _is_transport_error(error):
                 raise
-            raise _classify(error, self._http_attempts) from error
+            raise classify_error(error, self._http_attempts) from error
+
+    def openai_body(self, model: str, messages: list[dict], schema: dict) -> dict:
+        """A chat completion request; OpenAI caches a long enough stable prefix (the system message) by itself."""
+        limit = {"max_completion_tokens" if self.spec.kind == "openai" else "max_tokens": self.max_output_tokens}
+        return {
+            "model": model,
+            "messages": messages,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "diary_note", "schema": schema}},
+            "temperature": 0.2,
+            **limit,
+        }
+
+    def anthropic_body(self, model: str, messages: list[dict], schema: dict) -> dict:
+        """A messages request whose system prompt (instructions, template, schema) is marked for the prompt cache."""
+        system = "\n".join(m["content"] for m in messages if m["role"] == "system")
+        return {
+            "model": model,
+            "max_tokens": self.max_output_tokens,
+            "system": [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
+            "messages": [m for m in messages if m["role"] != "system"],
+            "tools": [{"name": "write_note", "description": "Record the structured note.", "input_schema": schema}],
+            "tool_choice": {"type": "tool", "name": "write_note"},
+        }
 
     def _openai(self, client, model: str, messages: list[dict], schema: dict) -> Completion:
-        limit = {"max_completion_tokens" if self.spec.kind == "openai" else "max_tokens": self.max_output_tokens}
-        raw = client.chat.completions.with_raw_response.create(
-            model=model,
-            messages=messages,
-            response_format={"type": "json_schema", "json_schema": {"name": "diary_note", "schema": schema}},
-            temperature=0.2,
-            **limit,
-        )
-        completion = raw.parse()
-        choice = completion.choices[0]
-        usage = completion.usage
-        return Completion(
-            text=choice.message.content or "",
-            input_tokens=usage.prompt_tokens if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
-            truncated=choice.finish_reason == "length",
-            http_attempts=self._http_attempts,
-        )
+        raw = client.chat.completions.with_raw_response.create(**self.openai_body(model, messages, schema))
+        return openai_completion(raw.parse(), self._http_attempts)
 
     def _anthropic(self, client, model: str, messages: list[dict], schema: dict) -> Completion:
-        system = "\n".join(m["content"] for m in messages if m["role"] == "system")
-        raw = client.messages.with_raw_response.create(
-            model=model,
-            max_tokens=self.max_output_tokens,
-            system=system,
-            messages=[m for m in messages if m["role"] != "system"],
-            tools=[{"name": "write_note", "description": "Record the structured note.", "input_schema": schema}],
-            tool_choice={"type": "tool", "name": "write_note"},
-        )
-        message = raw.parse()
-        tool_inputs = [block.input for block in message.content if block.type == "tool_use"]
-        texts = [block.text for block in message.content if block.type == "text"]
-        return Completion(
-            text=json.dumps(tool_inputs[0]) if tool_inputs else "".join(texts),
-            input_tokens=message.usage.input_tokens,
-            output_tokens=message.usage.output_tokens,
-            truncated=message.stop_reason == "max_tokens",
-            http_attempts=self._http_attempts,
-        )
+        raw = client.messages.with_raw_response.create(**self.anthropic_body(model, messages, schema))
+        return anthropic_completion(raw.parse(), self._http_attempts)
+
+
+def openai_completion(completion, http_attempts: int, batch: bool = False) -> Completion:
+    """A chat completion (the SDK's object) as a Completion; `prompt_tokens` already includes the cached ones."""
+    choice = completion.choices[0]
+    usage = completion.usage
+    details = getattr(usage, "prompt_tokens_details", None) if usage else None
+    return Completion(
+        text=choice.message.content or "",
+        usage=TokenUsage(
+            input_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,
+            cached_input_tokens=(getattr(details, "cached_tokens", 0) or 0) if details else 0,
+            batch=batch,
+        ),
+        truncated=choice.finish_reason == "length",
+        http_attempts=http_attempts,
+    )
+
+
+def anthropic_completion(message, http_attempts: int, batch: bool = False) -> Completion:
+    """A message (the SDK's object) as a Completion; Anthropic's `input_tokens` leaves out cache reads and writes."""
+    tool_inputs = [block.input for block in message.content if block.type == "tool_use"]
+    texts = [block.text for block in message.content if block.type == "text"]
+    usage = message.usage
+    cache_read = getattr(usage, "cache_read_input_tokens", 0) or 0
+    cache_write = getattr(usage, "cache_creation_input_tokens", 0) or 0
+    return Completion(
+        text=json.dumps(tool_inputs[0]) if tool_inputs else "".join(texts),
+        usage=TokenUsage(
+            input_tokens=usage.input_tokens + cache_read + cache_write,
+            output_tokens=usage.output_tokens,
+            cached_input_tokens=cache_read,
+            cache_write_tokens=cache_write,
+            batch=batch,
+        ),
+        truncated=message.stop_reason == "max_tokens",
+        http_attempts=http_attempts,
+    )
 
 
 def _is_transport_error(error: Exception) -> bool:

@@ -1,5 +1,11 @@
 """The note router: an ordered chain of language-model providers that always ends in a written note.
 
+Which chain: the note's priority (its landing sub-folder `urgent`, `normal` or `bulk`, else the user's
+default, else the configured default) picks a route of the configuration's `priorities`, and a transcript
+over the route's length threshold takes the route's `long` chain. A route with `batch: true` lets its notes
+wait for a provider batch (`submit`, then `collect` once the poller sees it ended); everything else, and
+every batch answer that is missing or unusable, is written at once (`write`).
+
 Per note: cloud providers are skipped in `local_only` mode and once the user's daily budget is spent;
 a provider whose breaker is open is skipped; each call has the SDK's retries and a timeout, the note an
 overall deadline. Quota errors open the provider's breaker; truncated, invalid or instruction-leaking
@@ -11,25 +17,50 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from datetime import date, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Literal
 
 import pybreaker
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from diary_platform.domain import instruments
-from diary_platform.domain.notes import prompting
+from diary_platform.domain.notes import batch_api, prompting
 from diary_platform.domain.notes.breakers import breaker_for
 from diary_platform.domain.notes.draft import DraftRejected, Mood, NoteDraft, check_draft, json_schema
 from diary_platform.domain.notes.local import LocalNoteWriter
 from diary_platform.domain.notes.note import Note, NoteRequest
-from diary_platform.domain.notes.providers import Provider, ProviderFailure, ProviderSpec
-from diary_platform.domain.notes.spend import call_cost, load_prices
+from diary_platform.domain.notes.note_batches import COLLECTED, OPEN, NoteBatch, note_batch_id
+from diary_platform.domain.notes.providers import Completion, Provider, ProviderFailure, ProviderSpec
+from diary_platform.domain.notes.spend import TokenUsage, call_cost, list_cost, load_prices
 from diary_platform.domain.shared_state import SharedState
 
 MAX_CALL_TIMEOUT_SECONDS = 60.0
 CONTEXT_SHARE_FOR_TRANSCRIPT = 0.6
+FIRST_POLL_SECONDS = 60.0
+Priority = Literal["urgent", "normal", "bulk"]
+PRIORITIES: tuple[str, ...] = Priority.__args__
+SYNCHRONOUS, BATCH = "synchronous", "batch"
+
+
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class LongTranscripts:
+    """Transcripts over `over_tokens` (about four characters a token) take this chain instead."""
+
+    over_tokens: int = Field(gt=0)
+    chain: tuple[str, ...] = Field(min_length=1)
+
+
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class PriorityRoute:
+    """How the notes of one priority are written. `chain`: `provider/model` or `provider` (all its models),
+    in order; empty means every provider in the configured order. `batch`: the notes may wait for the
+    first provider's batch API (half price, within 24 hours)."""
+
+    chain: tuple[str, ...] = ()
+    batch: bool = False
+    long: LongTranscripts | None = None
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -53,6 +84,25 @@ class RouterConfig:
     template: str = "diary_entry"
     templates_by_user: dict[str, str] = field(default_factory=dict)
     prices_file: str | None = None
+    default_priority: Priority = "normal"
+    priority_by_user: dict[str, Priority] = field(default_factory=dict)
+    priorities: dict[Priority, PriorityRoute] = field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _routes_name_configured_providers(self) -> "RouterConfig":
+        names = {spec.name for spec in self.providers}
+        for priority, route in self.priorities.items():
+            chains = [route.chain, route.long.chain if route.long else ()]
+            unknown = sorted({entry.split("/", 1)[0] for chain in chains for entry in chain} - names)
+            if unknown:
+                raise ValueError(f"priorities.{priority} names providers that are not configured: {', '.join(unknown)}")
+            if priority == "urgent" and route.batch:
+                raise ValueError("priorities.urgent: urgent notes are written at once, they cannot wait for a batch")
+        return self
+
+    def priority_of(self, tag: str | None, user: str) -> str:
+        """The recording's landing tag when it names a priority, else the user's default, else the platform's."""
+        return tag if tag in PRIORITIES else self.priority_by_user.get(user, self.default_priority)
 
 
 class OutputTruncated(Exception):
@@ -69,6 +119,17 @@ class _Route:
     local: bool
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A note's priority, the route that serves it (`bulk/long`: the long-transcript chain of `bulk`), each
+    provider of its chain with the models to try there, and whether it may wait for a batch."""
+
+    priority: str
+    route: str
+    steps: list[tuple[_Route, tuple[str, ...]]]
+    batch: bool
+
+
 @dataclass
 class _NoteInProgress:
     """One note being written: the request and its segments, its deadline, and what its calls have cost so far
@@ -78,11 +139,12 @@ class _NoteInProgress:
     segments: list[dict]
     template: str
     deadline: float
+    plan: Plan
     path: list[str] = field(default_factory=list)
     attempts: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
+    usage: TokenUsage = TokenUsage()
     cost_usd: float = 0.0
+    list_usd: float = 0.0
     remarks: list[str] = field(default_factory=list)
 
     @property
@@ -103,6 +165,7 @@ class NoteRouter:
         environ = os.environ if environ is None else environ
         self.config = config
         self.prices = load_prices(Path(config.prices_file) if config.prices_file else None)
+        self.state = state
         self.spend = state.spend
         self.local = LocalNoteWriter()
         self.chain: list[_Route] = []
@@ -118,15 +181,147 @@ class NoteRouter:
             self.chain.append(_Route(spec, provider, breaker, spec.is_local(config.local_hosts)))
 
     def write(self, request: NoteRequest) -> Note:
+        """The note, written now: the plan's chain, then the free providers, then the local writer."""
         started = time.monotonic()
-        note = _NoteInProgress(
+        note = self._start(request, started)
+        return self._finish(self._write_now(note), note, started)
+
+    def plan(self, request: NoteRequest) -> Plan:
+        """The route a note takes: its priority's chain (the long one past the length threshold), each entry
+        resolved to a provider that has a key here, then every free provider the chain leaves out."""
+        priority = self.config.priority_of(request.priority, request.user)
+        route = self.config.priorities.get(priority, PriorityRoute())
+        entries, name = route.chain, priority
+        if route.long and prompting.estimate_tokens(request.transcript) > route.long.over_tokens:
+            entries, name = route.long.chain, f"{priority}/long"
+        steps: list[tuple[_Route, tuple[str, ...]]] = []
+        for entry in entries:
+            provider, _, model = entry.partition("/")
+            found = next((r for r in self.chain if r.spec.name == provider), None)
+            if found is None:
+                continue
+            models = (model,) if model else found.spec.models
+            if steps and steps[-1][0] is found:
+                steps[-1] = (found, steps[-1][1] + models)
+            else:
+                steps.append((found, models))
+        if not entries:
+            steps = [(r, r.spec.models) for r in self.chain]
+        named = {r.spec.name for r, _ in steps}
+        steps += [(r, r.spec.models) for r in self.chain if r.local and r.spec.name not in named]
+        return Plan(priority, name, steps, route.batch)
+
+    def waits_for(self, request: NoteRequest) -> tuple[str, str] | None:
+        """(provider, model) of the batch this note may wait for, or None when it must be written now: its
+        route does not batch, or its first provider has no batch API, is local, has an open breaker, or
+        the user's budget for the day is spent."""
+        plan = self.plan(request)
+        if not plan.batch or not plan.steps or self.config.local_only:
+            return None
+        route, models = plan.steps[0]
+        day = request.recorded_at.astimezone(timezone.utc).date()
+        if route.local or not batch_api.supports_batches(route.provider) or route.breaker.current_state == pybreaker.STATE_OPEN:
+            return None
+        if self.spend.spent(request.user, day) >= self.config.budget_usd_per_user_per_day:
+            return None
+        return route.spec.name, models[0]
+
+    def submit(self, batch_key: str, provider: str, model: str, requests: list[NoteRequest], now: datetime) -> NoteBatch | None:
+        """One provider batch for `requests`, recorded before it is sent and once the provider has its id;
+        the same requests again get the same record back, never a second batch. None when the provider
+        refused the batch (its notes are then written at once)."""
+        route = self._route(provider)
+        transcripts = {r.recording_id: r.transcript for r in requests}
+        fresh = NoteBatch(
+            note_batch_id(batch_key, provider, model, transcripts), batch_key, provider, model, sorted(transcripts),
+            created_at=now, next_poll_at=now + timedelta(seconds=FIRST_POLL_SECONDS),
+        )
+        record = self.state.note_batches.create(fresh)
+        if record.status == COLLECTED and record.remote_id is None:
+            return None
+        if record.remote_id is not None or route is None:
+            return record if record.remote_id is not None else None
+        try:
+            remote = None if record is fresh else batch_api.find(route.provider, record.id)
+            if remote is None:
+                items = [(batch_api.custom_id(r.recording_id, i), messages) for r in requests
+                         for i, messages in enumerate(self._chunk_messages(route, self._start(r, time.monotonic())))]
+                remote = batch_api.submit(route.provider, model, items, json_schema(), record.id)
+        except ProviderFailure as failure:
+            self.state.note_batches.save(replace(record, status=COLLECTED, outcome=f"not_submitted({failure.kind})"))
+            return None
+        submitted = replace(record, remote_id=remote, status=OPEN)
+        self.state.note_batches.save(submitted)
+        return submitted
+
+    def poll(self, record: NoteBatch) -> batch_api.BatchState:
+        """Where the provider's batch stands. A provider no longer configured here has nothing more to give."""
+        route = self._route(record.provider)
+        if route is None or record.remote_id is None:
+            return batch_api.BatchState(True, "provider_unavailable")
+        return batch_api.state(route.provider, record.remote_id)
+
+    def cancel(self, record: NoteBatch) -> None:
+        """Ask the provider to stop a batch whose notes are written another way (best effort: it may be gone)."""
+        route = self._route(record.provider)
+        if route is not None and record.remote_id is not None:
+            try:
+                batch_api.cancel(route.provider, record.remote_id)
+            except ProviderFailure:
+                pass
+
+    def collect(self, record: NoteBatch, requests: list[NoteRequest]) -> dict[str, Note]:
+        """The notes of an ended batch, by recording: each from its batch answers (booked at the batch price)
+        when they are all there and valid, else written at once like any other note."""
+        route = self._route(record.provider)
+        answers = batch_api.results(route.provider, record.remote_id) if route and record.remote_id else {}
+        notes = {}
+        for request in requests:
+            started = time.monotonic()
+            note = self._start(request, started)
+            written = self._from_answers(route, record.model, note, answers) if route else None
+            if written is None:
+                written = self._write_now(note)
+            notes[request.recording_id] = self._finish(written, note, started, note_batch=record.id)
+        return notes
+
+    def _from_answers(self, route: _Route, model: str, note: _NoteInProgress, answers: dict) -> Note | None:
+        name = route.spec.name
+        chunks = self._chunk_messages(route, note)
+        found = [answers.get(batch_api.custom_id(note.request.recording_id, i)) for i in range(len(chunks))]
+        if not all(isinstance(answer, Completion) for answer in found):
+            failure = next((a for a in found if isinstance(a, ProviderFailure)), None)
+            note.path.append(f"{name}/{model}:batch_{failure.kind if failure else 'missing'}")
+            return None
+        drafts = []
+        for completion in found:
+            self._book(note, model, completion)
+            try:
+                if completion.truncated:
+                    raise OutputTruncated(model)
+                drafts.append(check_draft(completion.text, len(note.segments), prompting.PROMPT_FINGERPRINTS))
+            except (OutputTruncated, DraftRejected):
+                note.path.append(f"{name}/{model}:batch_invalid_output")
+                return None
+        note.path.append(f"{name}/{model}:batch_ok")
+        draft = drafts[0] if len(drafts) == 1 else _reduce(drafts)
+        return replace(_note_from_draft(draft, name, model, note.segments, note.template), delivery=BATCH)
+
+    def _route(self, provider: str) -> _Route | None:
+        return next((r for r in self.chain if r.spec.name == provider), None)
+
+    def _start(self, request: NoteRequest, started: float) -> _NoteInProgress:
+        return _NoteInProgress(
             request=request,
             segments=request.segments or [{"start": 0.0, "end": 0.0, "text": request.transcript}],
             template=self.config.templates_by_user.get(request.user, self.config.template),
             deadline=started + self.config.note_deadline_seconds,
+            plan=self.plan(request),
         )
-        if request.transcript.strip():
-            for route in self.chain:
+
+    def _write_now(self, note: _NoteInProgress) -> Note:
+        if note.request.transcript.strip():
+            for route, models in note.plan.steps:
                 if not route.local and self.config.local_only:
                     note.path.append(f"{route.spec.name}:skipped(local_only)")
                     continue
@@ -134,30 +329,35 @@ class NoteRouter:
                     note.path.append(f"{route.spec.name}:skipped(budget)")
                     note.remark("Daily budget reached: cloud providers skipped, written by a free provider.")
                     continue
-                written = self._try_route(route, note)
+                written = self._try_route(route, models, note)
                 if written is not None:
-                    return self._finish(written, note, started)
-        fallback = self.local.write(request)
+                    return written
+        fallback = self.local.write(note.request)
         note.path.append(f"{fallback.provider}/{fallback.model}:ok")
-        return self._finish(fallback, note, started)
+        return fallback
 
-    def _finish(self, written: Note, note: _NoteInProgress, started: float) -> Note:
+    def _finish(self, written: Note, note: _NoteInProgress, started: float, note_batch: str | None = None) -> Note:
         return replace(
             written,
             fallback_path=list(note.path),
             attempts=note.attempts,
-            input_tokens=note.input_tokens,
-            output_tokens=note.output_tokens,
+            input_tokens=note.usage.input_tokens,
+            output_tokens=note.usage.output_tokens,
+            cached_input_tokens=note.usage.cached_input_tokens,
             cost_usd=round(note.cost_usd, 6),
+            saved_usd=round(max(note.list_usd - note.cost_usd, 0.0), 6),
             latency_seconds=time.monotonic() - started,
             remarks=list(note.remarks),
+            priority=note.plan.priority,
+            route=note.plan.route,
+            note_batch=note_batch,
         )
 
-    def _try_route(self, route: _Route, note: _NoteInProgress) -> Note | None:
+    def _try_route(self, route: _Route, models: tuple[str, ...], note: _NoteInProgress) -> Note | None:
         """The provider's models in order: a rejected request or an unusable answer moves to its next model,
         any other failure to the next provider."""
         name = route.spec.name
-        for model in route.spec.models:
+        for model in models:
             if time.monotonic() >= note.deadline:
                 note.path.append(f"{name}/{model}:skipped(deadline)")
                 return None
@@ -184,15 +384,19 @@ class NoteRouter:
             return _note_from_draft(draft, name, model, note.segments, note.template)
         return None
 
-    def _draft(self, route: _Route, model: str, note: _NoteInProgress) -> NoteDraft:
+    def _chunk_messages(self, route: _Route, note: _NoteInProgress) -> list[list[dict]]:
+        """The note's requests to `route`: one per chunk of the transcript that fits the provider's context,
+        redacted for providers off this machine."""
         template = prompting.load_template(note.template)
         redacted = self.config.redact and not route.local
         budget = int(route.spec.context_tokens * CONTEXT_SHARE_FOR_TRANSCRIPT)
-        drafts = []
-        for first, chunk in prompting.split_segments(note.segments, budget):
-            transcript = prompting.render_transcript(chunk, redacted, first_index=first)
-            messages = prompting.messages(template, transcript, json_schema())
-            drafts.append(self._checked(route, model, messages, note))
+        return [
+            prompting.messages(template, prompting.render_transcript(chunk, redacted, first_index=first), json_schema())
+            for first, chunk in prompting.split_segments(note.segments, budget)
+        ]
+
+    def _draft(self, route: _Route, model: str, note: _NoteInProgress) -> NoteDraft:
+        drafts = [self._checked(route, model, messages, note) for messages in self._chunk_messages(route, note)]
         return drafts[0] if len(drafts) == 1 else _reduce(drafts)
 
     def _checked(self, route: _Route, model: str, messages: list[dict], note: _NoteInProgress) -> NoteDraft:
@@ -214,16 +418,20 @@ class NoteRouter:
             raise ProviderFailure("unavailable", "the note's deadline has passed", 0)
         timeout = min(self.config.call_timeout_seconds, remaining / (self.config.max_retries + 1))
         completion = route.breaker.call(route.provider.complete, model, messages, json_schema(), timeout)
-        note.attempts += completion.http_attempts
-        note.input_tokens += completion.input_tokens
-        note.output_tokens += completion.output_tokens
-        cost = call_cost(self.prices, model, completion.input_tokens, completion.output_tokens)
-        note.cost_usd += cost
-        total = self.spend.add(note.user, note.day, cost)
-        budget_alerts(note.user, total - cost, total, self.config.budget_usd_per_user_per_day, self.config.budget_warning_share)
+        self._book(note, model, completion)
         if completion.truncated:
             raise OutputTruncated(model)
         return completion.text
+
+    def _book(self, note: _NoteInProgress, model: str, completion: Completion) -> None:
+        """A call's tokens and price on the note, and on the user's spend for the day (which may cross a budget line)."""
+        note.attempts += completion.http_attempts
+        note.usage += completion.usage
+        cost = call_cost(self.prices, model, completion.usage)
+        note.cost_usd += cost
+        note.list_usd += list_cost(self.prices, model, completion.usage)
+        total = self.spend.add(note.user, note.day, cost)
+        budget_alerts(note.user, total - cost, total, self.config.budget_usd_per_user_per_day, self.config.budget_warning_share)
 
 
 def budget_crossings(before: float, after: float, budget: float, warning_share: float) -> list[str]:

@@ -2,6 +2,7 @@
 
 import fcntl
 import json
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from importlib import resources
@@ -19,11 +20,47 @@ def load_prices(path: Path | None = None) -> dict[str, dict[str, float]]:
     return yaml.safe_load(text) or {}
 
 
-def call_cost(prices: dict, model: str, input_tokens: int, output_tokens: int) -> float:
+@dataclass(frozen=True)
+class TokenUsage:
+    """What one or more calls used. `input_tokens` counts every prompt token, the cached ones and those
+    written to the cache included; `cached_input_tokens` were read from the provider's prompt cache and
+    `cache_write_tokens` written to it (Anthropic prices both apart); `batch` says a batch API answered."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    batch: bool = False
+
+    def __add__(self, other: "TokenUsage") -> "TokenUsage":
+        return TokenUsage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cached_input_tokens + other.cached_input_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.batch or other.batch,
+        )
+
+
+def call_cost(prices: dict, model: str, usage: TokenUsage) -> float:
+    """What `usage` costs at `model`'s prices: cached and cache-written input at their own rates, the
+    whole at the batch share when a batch API answered. A model without prices costs nothing."""
     price = prices.get(model)
     if not price:
         return 0.0
-    return (input_tokens * price["input"] + output_tokens * price["output"]) / 1_000_000
+    uncached = max(usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens, 0)
+    dollars = (
+        uncached * price["input"]
+        + usage.cached_input_tokens * price.get("cached_input", price["input"])
+        + usage.cache_write_tokens * price.get("cache_write", price["input"])
+        + usage.output_tokens * price["output"]
+    ) / 1_000_000
+    return dollars * (price.get("batch_share", 1.0) if usage.batch else 1.0)
+
+
+def list_cost(prices: dict, model: str, usage: TokenUsage) -> float:
+    """What `usage` would have cost as synchronous calls without a prompt cache: the base of the savings."""
+    return call_cost(prices, model, TokenUsage(usage.input_tokens, usage.output_tokens))
 
 
 class DailySpend(Protocol):

@@ -24,7 +24,7 @@ from diary_platform.domain.ingest.landing import (
 )
 from diary_platform.domain.ingest.recovery import FOREIGN_LEASE, SENSOR_GRACE, BatchRuns, BatchState, Recovery, lease_held
 from diary_platform.domain.notes.breakers import FileBreakerStorage, breaker_for
-from diary_platform.domain.notes.spend import FileDailySpend, call_cost, load_prices
+from diary_platform.domain.notes.spend import FileDailySpend, TokenUsage, call_cost, load_prices
 from diary_platform.domain.speech.guards import GuardConfig, apply_guards, has_repetition_loop
 from diary_platform.domain.speech.transcription import Segment
 from diary_platform.domain.store.hashing import NotARegularFile, recording_id_for, sha256_file, sha256_upload
@@ -84,9 +84,11 @@ def test_a_repetition_loop_is_more_than_max_repeats_of_a_phrase_of_up_to_max_wor
 
 def test_a_call_costs_tokens_times_the_list_price_per_million(tmp_path):
     prices = {"m": {"input": 0.15, "output": 0.60}}
-    assert call_cost(prices, "m", 2_000_000, 500_000) == pytest.approx(0.6)
-    assert call_cost(prices, "m", 1, 0) == pytest.approx(0.15e-6)
-    assert call_cost(prices, "unknown", 10**9, 10**9) == 0.0
+    assert call_cost(prices, "m", TokenUsage(2_000_000, 500_000)) == pytest.approx(0.6)
+    assert call_cost(prices, "m", TokenUsage(1, 0)) == pytest.approx(0.15e-6)
+    assert call_cost(prices, "unknown", TokenUsage(10**9, 10**9)) == 0.0
+    assert call_cost(prices, "m", TokenUsage(2_000_000, 500_000, cached_input_tokens=10**6, batch=True)) == pytest.approx(0.6), (
+        "a model without cached or batch prices: cached input and batches at the list price")
     own = tmp_path / "prices.yaml"
     own.write_text("m: {input: 1.0, output: 2.0}\n")
     assert load_prices(own) == {"m": {"input": 1.0, "output": 2.0}}

@@ -1,11 +1,22 @@
 """Notes that wait: priorities and routes, provider batches through the real SDKs against the fake server,
 the poller, and the prices of batch answers and cached prompts."""
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
+import dagster as dg
 import polars as pl
 import pytest
+
+from diary_platform.batch.note_batches import COLLECT_TAG, note_batches_sensor
+from diary_platform.definitions import build_definitions, build_resources
 
 from diary_platform.domain.notes.batch_poller import poll_round
 from diary_platform.domain.notes.note_batches import COLLECTED, ENDED, OPEN
@@ -17,6 +28,8 @@ from diary_platform.domain.schemas import STATUS_OK, STATUS_PENDING, TRANSCRIPTS
 from diary_platform.domain.shared_state import open_shared_state
 from diary_platform.domain.stages import write_notes
 from diary_platform.domain.store.layout import DataStore
+from diary_platform.settings import Settings
+from diary_platform_tests.conftest import new_batch, run_job
 from diary_platform_tests.fake_llm import ANTHROPIC, OPENAI, FakeLLM
 
 GPT, GPT_LONG, SONNET, HAIKU = "gpt-4o-mini", "gpt-4.1-mini", "claude-sonnet-4-5", "claude-haiku-4-5"
@@ -144,17 +157,29 @@ def test_a_completed_batch_fills_the_pending_notes_at_the_batch_price_and_never_
     assert router.state.note_batches.get(record.id).status == COLLECTED
 
 
-def test_an_expired_batch_writes_its_unanswered_notes_at_once(fake, tmp_path):
+@pytest.mark.parametrize(("provider", "model"), [("openai", GPT), ("anthropic", HAIKU)])
+def test_an_expired_batch_writes_its_unanswered_notes_at_once(fake, tmp_path, provider, model):
     fake.batch_mode("expire")
     fake.batch_expire_answered = 1
-    router, store = routed(fake, tmp_path), DataStore(tmp_path / "data")
+    router, store = routed(fake, tmp_path, normal=(f"{provider}/{model}",)), DataStore(tmp_path / "data")
     transcribed = transcripts(3)
     done = collect_all(router, store, transcribed, write_notes(transcribed, router, store, now=WHEN), WHEN)
+    fake.batch_expire_answered = 0
     assert (done["status"] == STATUS_OK).all()
     paths = sorted(done["fallback_path"].to_list())
-    assert paths.count([f"openai/{GPT}:batch_ok"]) == 1
-    assert paths.count([f"openai/{GPT}:batch_expired", f"openai/{GPT}:ok"]) == 2
+    assert paths.count([f"{provider}/{model}:batch_ok"]) == 1
+    assert paths.count([f"{provider}/{model}:batch_expired", f"{provider}/{model}:ok"]) == 2
     assert sorted(done["delivery"].to_list()) == ["batch", "synchronous", "synchronous"]
+
+
+@pytest.mark.parametrize(("provider", "model", "why"), [("openai", GPT, "missing"), ("anthropic", HAIKU, "rejected")])
+def test_a_failed_batch_has_every_note_written_at_once(fake, tmp_path, provider, model, why):
+    fake.batch_mode("fail")
+    router, store = routed(fake, tmp_path, normal=(f"{provider}/{model}",)), DataStore(tmp_path / "data")
+    transcribed = transcripts(2)
+    done = collect_all(router, store, transcribed, write_notes(transcribed, router, store, now=WHEN), WHEN)
+    assert (done["status"] == STATUS_OK).all() and set(done["delivery"]) == {"synchronous"}
+    assert done["fallback_path"].to_list() == [[f"{provider}/{model}:batch_{why}", f"{provider}/{model}:ok"]] * 2
 
 
 def test_failed_items_fall_back_alone_and_a_broken_answer_is_not_trusted(fake, tmp_path):
@@ -258,13 +283,6 @@ def test_batch_and_cache_prices_on_a_hand_computed_example():
 def test_the_sensor_asks_for_a_collect_run_that_completes_the_partition(fake, tmp_path, monkeypatch, clips, settings):
     """The Dagster shape: process_batch materializes `diary_notes` with pending rows, the sensor polls the
     provider batch and requests `collect_notes` for the partition, whose run materializes the whole table."""
-    import dagster as dg
-
-    from diary_platform.batch.note_batches import COLLECT_TAG, note_batches_sensor
-    from diary_platform.definitions import build_definitions, build_resources
-    from diary_platform.settings import Settings
-    from diary_platform_tests.conftest import new_batch, run_job
-
     config = tmp_path / "llm.yaml"
     config.write_text(
         f"""
@@ -301,3 +319,32 @@ priorities:
             assert note_batches_sensor(context).run_requests == []
         assert state.note_batches.get(record.id).status == COLLECTED
     assert created(fake, OPENAI) == 1
+
+
+def test_diary_run_killed_right_after_submitting_is_resumed_without_a_second_batch(fake, tmp_path, clips):
+    """SIGKILL as soon as the provider has the batch: wherever the kill lands (before the batch id is
+    recorded, or after), the next `diary run` ends with the notes pending in that one batch."""
+    config = tmp_path / "llm.yaml"
+    config.write_text(
+        f"providers:\n  - {{name: openai, kind: openai, models: [{GPT}], api_key_env: OPENAI_API_KEY, base_url: \"{fake.openai_url}\"}}\n"
+        f"priorities:\n  normal: {{chain: [openai/{GPT}], batch: true}}\n"
+    )
+    env = {**os.environ, "DIARY_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home"),
+           "DIARY_LLM_CONFIG": str(config), **KEYS}
+    (tmp_path / "home").mkdir()
+    diary = str(Path(sys.executable).parent / "diary")
+    files = [str(clips[0].path), str(clips[1].path)]
+    process = subprocess.Popen([diary, "run", *files], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while created(fake, OPENAI) == 0:
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "no batch was submitted"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    rerun = subprocess.run([diary, "run", *files, "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    results = [json.loads(line) for line in rerun.stdout.splitlines()]
+    assert [r["status"] for r in results] == ["pending", "pending"], results
+    assert created(fake, OPENAI) == 1, "the same work is never submitted twice"
+    assert all("waits in openai's batch" in r["message"] for r in results)

@@ -154,3 +154,35 @@ def test_the_budget_check_warns_when_the_day_costs_more_than_the_budget(settings
             assert total > 0
             outcomes[round(budget, 9)] = (within.passed, checks["budget_warning"].passed)
     assert outcomes == {0.0: (False, False), 1000.0: (True, True), round(total / 0.9, 9): (True, False)}, "80 % warns first"
+
+
+def test_the_budget_warning_names_the_users_past_the_warning_share_of_their_note_budget(settings, clips, tmp_path, monkeypatch):
+    """Notes written by a (fake) cloud model cost alice something; with her daily note budget just above it
+    (past 80 %, under 100 %) the check warns and names her; with ten times that it passes."""
+    from diary_platform.settings import Settings
+    from diary_platform_tests.fake_llm import FakeLLM
+
+    with FakeLLM() as fake, dg.instance_for_test() as instance:
+        config = tmp_path / "llm.yaml"
+        provider = f"providers:\n  - {{name: openai, kind: openai, models: [gpt-4o-mini], api_key_env: OPENAI_API_KEY, base_url: \"{fake.openai_url}\"}}\n"
+        config.write_text(provider)
+        monkeypatch.setenv("DIARY_LLM_CONFIG", str(config))
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        settings = Settings()
+        process_files([clips[0].path], "alice", settings, instance)
+        day = datetime.now(timezone.utc).date().isoformat()
+
+        def evaluate(budget: float) -> tuple[pl.DataFrame, dg.AssetCheckEvaluation]:
+            config.write_text(provider + f"budget_usd_per_user_per_day: {budget}\n")
+            result = dg.materialize([cost_report_asset(settings), budget_warning], partition_key=day, instance=instance,
+                                    resources=build_resources(settings))
+            [check] = result.get_asset_check_evaluations()
+            return result.output_for_node("cost_report"), check
+
+        report, _ = evaluate(100.0)
+        spent = report.filter(pl.col("user") == "alice")["llm_usd"][0]
+        assert spent > 0
+        _, near = evaluate(spent / 0.85)
+        _, far = evaluate(spent * 10)
+    assert (near.passed, near.metadata["users_near_their_budget"].value) == (False, "alice")
+    assert (far.passed, far.metadata["users_near_their_budget"].value) == (True, "none")

@@ -18,7 +18,7 @@ def diary_notes_asset(settings: Settings) -> dg.AssetsDefinition:
         settings,
         catalog.DIARY_NOTES,
         pool="llm",
-        code_version="1",
+        code_version="2",
         description=(
             "A structured diary note per recording (title, summary, events, people, places, to-dos, mood); notes that may "
             "wait are `pending` in a provider batch until `note_batches_sensor` has them collected."

@@ -10,7 +10,7 @@ TOOLS_STAMP := $(TOOLS_VENV)/.installed
 export DIARY_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(DIARY_DATA_DIR)/dagster_home
 
-.PHONY: install tools run ui test check benchmarks mutation clean
+.PHONY: install tools run ui serve test check benchmarks mutation clean
 
 install: $(STAMP)
 
@@ -25,6 +25,9 @@ run: install  ## Process the committed example recordings end to end on the embe
 
 ui: install  ## Dagster UI + daemon over the same data, landing sensor on
 	$(BIN)/diary ui
+
+serve: install  ## The HTTP API (diary serve) over the same data folder as `make ui`
+	$(BIN)/diary serve
 
 $(TOOLS_STAMP): deploy/tools-requirements.txt
 	test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)

@@ -320,6 +320,24 @@ def ui(port: int = typer.Option(3000, help="Port of the web UI.")) -> None:
     raise typer.Exit(subprocess.call(command, env=env))
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 in a container)."),
+    port: int = typer.Option(8000, help="Port of the HTTP API."),
+) -> None:
+    """The HTTP API: uploads into the landing area, status, OpenAI-compatible transcription (`/docs` for the schema).
+    Keys come from DIARY_API_KEYS or DIARY_API_KEYS_FILE; the landing sensor (`diary ui` or a deployment) does the work."""
+    import uvicorn
+
+    from diary_platform.api.app import create_app
+
+    settings = Settings()
+    application = create_app(settings)
+    if not application.state.platform.keys.users_by_digest:
+        console.print("no API keys: set DIARY_API_KEYS=user:key,... or DIARY_API_KEYS_FILE (every request is refused until then)")
+    uvicorn.run(application, host=host, port=port, log_level="info", proxy_headers=True)
+
+
 def main() -> None:
     """The platform's own failures end in one line on stderr and exit status 1; `DIARY_DEBUG=1` adds the traceback."""
     try:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from diary_platform.domain.audio.sandbox import SandboxLimits
@@ -33,6 +33,22 @@ class KubernetesSettings(BaseModel):
     gpu_accelerator: str = "nvidia-l4"
     gpu_image: str = ""
     service_account: str = "diary-platform"
+
+
+class ApiSettings(BaseModel):
+    """The HTTP API (`diary serve`, diary_platform/api/)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    keys: SecretStr = SecretStr("")
+    keys_file: Path | None = None
+    redis_url: str = ""
+    requests_per_minute: int = Field(120, ge=0)
+    bytes_per_hour: int = Field(2 * 1024**3, ge=0)
+    sync_max_bytes: int = Field(25 * 1024**2, gt=0)
+    sync_max_seconds: float = Field(600.0, gt=0)
+    allow_loopback_webhooks: bool = False
+    public_url: str = ""
 
 
 class PoolSlots(BaseModel):
@@ -100,6 +116,15 @@ VARIABLES: dict[str, tuple[tuple[str, ...], Callable[[str], Any] | None]] = {
     "DIARY_LLM_CONFIG": (("llm_config",), None),
     "DIARY_LOCAL_ONLY": (("local_only",), None),
     "DIARY_PLATFORM_PRICES": (("platform_prices_file",), None),
+    "DIARY_API_KEYS": (("api", "keys"), None),
+    "DIARY_API_KEYS_FILE": (("api", "keys_file"), None),
+    "DIARY_REDIS_URL": (("api", "redis_url"), None),
+    "DIARY_API_REQUESTS_PER_MINUTE": (("api", "requests_per_minute"), None),
+    "DIARY_API_BYTES_PER_HOUR": (("api", "bytes_per_hour"), None),
+    "DIARY_API_SYNC_MAX_BYTES": (("api", "sync_max_bytes"), None),
+    "DIARY_API_SYNC_MAX_SECONDS": (("api", "sync_max_seconds"), None),
+    "DIARY_API_ALLOW_LOOPBACK_WEBHOOKS": (("api", "allow_loopback_webhooks"), None),
+    "DIARY_API_PUBLIC_URL": (("api", "public_url"), None),
 }
 
 
@@ -156,6 +181,7 @@ class Settings(BaseSettings):
     llm_config: Path | None = None
     local_only: bool = False
     platform_prices_file: Path | None = None
+    api: ApiSettings = ApiSettings()
     # Days a batch's partition key and runs stay in Dagster; 0 keeps them all (batch/retention.py).
     partition_retention_days: int = Field(0, ge=0)
 

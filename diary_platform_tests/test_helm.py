@@ -26,6 +26,8 @@ DAGSTER_VALUES = ROOT / "helm" / "values-dagster.yaml"
 DEPLOY_INSTANCE = ROOT / "deploy" / "dagster.yaml"
 
 USER_CODE_DEPLOYMENT = "dagster-dagster-user-deployments-diary-platform"
+API = "diary-api"
+API_COMMAND = ["diary", "serve", "--host", "0.0.0.0", "--port", "8000"]
 GCSFUSE = "gcsfuse.csi.storage.gke.io"
 GCSFUSE_ANNOTATION = {"gke-gcsfuse/volumes": "true"}
 
@@ -106,9 +108,10 @@ def user_deployment(values: dict) -> dict:
 
 
 def env_of(deployment: dict) -> dict[str, str]:
+    """The deployment's literal variables (those from a Secret have no value here)."""
     names = [item["name"] for item in deployment["env"]]
     assert len(names) == len(set(names)), "an environment variable is set twice"
-    return {item["name"]: item["value"] for item in deployment["env"]}
+    return {item["name"]: item["value"] for item in deployment["env"] if "value" in item}
 
 
 def pod_specs(doc: dict) -> list[dict]:
@@ -243,7 +246,7 @@ def test_every_rendered_manifest_is_valid_kubernetes(helm, kv, production):
 
     # Good practice on every pod: requests and limits, non-root, no escalation, read-only root.
     workloads = [doc for doc in docs if pod_specs(doc)]
-    assert {doc["metadata"]["name"] for doc in workloads} == {"diary-otel-collector", "diary-instance-setup"}
+    assert {doc["metadata"]["name"] for doc in workloads} == {"diary-otel-collector", "diary-instance-setup", API}
     for doc in workloads:
         for template in pod_specs(doc):
             assert_hardened(template, doc["metadata"]["name"])
@@ -266,6 +269,15 @@ BAD_VALUES = {
     "call timeout above 60 s": ["--set", "llm.config.call_timeout_seconds=90"],
     "root pods": ["--set", "podSecurityContext.runAsNonRoot=false"],
     "a misspelt key": ["--set", "hpa.maxReplica=4"],
+    "an API key in values": ["--set", "api.keys=alice:0123456789abcdef"],
+    "an API key beside its Secret": ["--set", "api.existingSecret.value=alice:0123456789abcdef"],
+    "an API key as an extra variable": [
+        "--set", "api.extraEnv[0].name=DIARY_API_KEYS", "--set", "api.extraEnv[0].value=alice:0123456789abcdef",
+    ],
+    "API Secret without a name": ["--set-string", "api.existingSecret.name="],
+    "API minReplicas 0": ["--set", "api.hpa.minReplicas=0"],
+    "API CPU target above 100": ["--set", "api.hpa.targetCPUUtilizationPercentage=150"],
+    "API Redis URL not redis://": ["--set", "api.redisUrl=http://redis:6379"],
 }
 
 GOOD_TWINS = {
@@ -274,6 +286,13 @@ GOOD_TWINS = {
         "--set", "otelCollector.exporters={otlphttp}", "--set", "otelCollector.otlphttp.endpoint=https://otlp.example.com",
     ],
     "a Secret with no key": ["--set", "apiKeys.create=true", "--set", "apiKeys.anthropicApiKey=test-anthropic-key"],
+    "an API key as an extra variable": [
+        "--set", "api.extraEnv[0].name=DIARY_MAX_FILE_BYTES", "--set-string", "api.extraEnv[0].value=104857600",
+    ],
+    "API Secret without a name": ["--set-string", "api.existingSecret.name=diary-api-users"],
+    "API minReplicas 0": ["--set", "api.hpa.minReplicas=1"],
+    "API CPU target above 100": ["--set", "api.hpa.targetCPUUtilizationPercentage=90"],
+    "API Redis URL not redis://": ["--set", "api.redisUrl=redis://diary-redis:6379/0"],
 }
 
 
@@ -284,6 +303,200 @@ def test_the_values_schema_refuses_bad_values(helm, case):
     assert "values don't meet the specifications of the schema" in completed.stderr, completed.stderr
     if case in GOOD_TWINS:  # the same setting with a good value renders: the refusal is about the value
         assert helm_template(helm, *GOOD_TWINS[case]).returncode == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# The HTTP API (`diary serve`): Deployment, Service and autoscaler of our chart
+# ------------------------------------------------------------------------------------------------
+
+API_VALUES = [
+    "--set", "api.existingSecret.name=diary-api-users",
+    "--set", "api.existingSecret.key=keys",
+    "--set", "api.redisUrl=redis://diary-redis:6379/0",
+    "--set", "api.hpa.minReplicas=3",
+    "--set", "api.hpa.maxReplicas=7",
+    "--set", "api.hpa.targetCPUUtilizationPercentage=60",
+]
+
+
+def api_objects(docs: list[dict]) -> dict[str, dict]:
+    """The API's manifests (component `api`) by kind."""
+    found: dict[str, dict] = {}
+    for doc in docs:
+        if doc["metadata"]["labels"].get("app.kubernetes.io/component") == "api":
+            assert doc["kind"] not in found, f"two {doc['kind']} manifests for the API"
+            found[doc["kind"]] = doc
+    return found
+
+
+def container_env(container: dict) -> dict[str, dict]:
+    """A rendered container's env entries by name."""
+    names = [item["name"] for item in container["env"]]
+    assert len(names) == len(set(names)), "an environment variable is set twice"
+    return {item["name"]: item for item in container["env"]}
+
+
+@pytest.mark.parametrize("case", ["defaults", "production", "api values"])
+def test_the_api_has_a_deployment_a_service_and_an_autoscaler(helm, kv, case):
+    args = {"defaults": [], "production": PRODUCTION, "api values": [*PRODUCTION, *API_VALUES]}[case]
+    docs = render(helm, *args)
+    api = api_objects(docs)
+    assert set(api) == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    for doc in api.values():
+        assert doc["metadata"]["name"] == API
+        for version in k8s_versions(kv):
+            kv.validate(doc, version, strict=True)
+    defaults = chart_defaults()
+    assert (defaults["api"]["enabled"], defaults["api"]["hpa"]["minReplicas"], defaults["api"]["hpa"]["maxReplicas"]) == (True, 2, 10)
+    custom = case == "api values"
+    secret = ("diary-api-users", "keys") if custom else (defaults["api"]["existingSecret"]["name"], defaults["api"]["existingSecret"]["key"])
+    hpa_values = (3, 7, 60) if custom else tuple(defaults["api"]["hpa"][key] for key in ("minReplicas", "maxReplicas", "targetCPUUtilizationPercentage"))
+    project = defaults["gcp"]["projectId"] if case == "defaults" else "diary-prod"
+
+    deployment, service, hpa = api["Deployment"], api["Service"], api["HorizontalPodAutoscaler"]
+    assert "replicas" not in deployment["spec"], "replicas belong to the autoscaler (helm upgrade would reset them)"
+    template = deployment["spec"]["template"]
+    pod_labels = template["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    spec = template["spec"]
+    [container] = spec["containers"]
+    assert container["command"] == API_COMMAND and "args" not in container
+    assert container["image"] == (
+        "europe-west4-docker.pkg.dev/diary-prod/diary/diary-platform:1.0.0" if case != "defaults"
+        else f"{defaults['image']['repository']}:{defaults['image']['tag']}"
+    )
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8000}
+
+    def probe_path(kind: str) -> str:
+        get = container[kind]["httpGet"]
+        assert ports.get(get["port"], get["port"]) == 8000, kind
+        return get["path"]
+
+    assert probe_path("livenessProbe") == "/healthz"
+    assert probe_path("readinessProbe") == "/readyz"
+    assert probe_path("startupProbe") == "/healthz", "a slow start must not fail the readiness check's dependencies"
+
+    # Hardened like the chart's other pods, read-only root with a writable /tmp.
+    assert_hardened(template, API)
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+
+    # The keys come from a Secret, never from a literal value; the chart makes no Secret holding them.
+    env = container_env(container)
+    assert env["DIARY_API_KEYS"] == {
+        "name": "DIARY_API_KEYS", "valueFrom": {"secretKeyRef": {"name": secret[0], "key": secret[1]}},
+    }
+    assert not any(doc["kind"] == "Secret" and "DIARY_API_KEYS" in json.dumps(doc) for doc in docs)
+    assert set(defaults["api"]["existingSecret"]) == {"name", "key"}
+    if custom:
+        assert env["DIARY_REDIS_URL"]["value"] == "redis://diary-redis:6379/0"
+    else:
+        assert "DIARY_REDIS_URL" not in env, "no Redis configured: each pod counts on its own"
+
+    # The buckets of the project.
+    assert env["DIARY_STORAGE_URI"]["value"] == f"gs://{project}-diary-data/diary"
+    landing = volumes[mounts[env["DIARY_LANDING"]["value"]]["name"]]["csi"]
+    assert landing["driver"] == GCSFUSE and landing["volumeAttributes"]["bucketName"] == f"{project}-diary-landing"
+
+    # Service: ClusterIP, port 80 to the container's 8000.
+    assert service["spec"]["type"] == "ClusterIP"
+    [port] = service["spec"]["ports"]
+    assert port["port"] == 80 and ports.get(port["targetPort"], port["targetPort"]) == 8000
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+
+    # Autoscaler: the API's Deployment, the replicas and CPU target of the values.
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": API}
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": hpa_values[2]}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == hpa_values[:2]
+    for doc in api.values():
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/part-of"] == "diary-platform" and labels["app.kubernetes.io/instance"] == "diary"
+
+
+def test_api_enabled_false_renders_none_of_it(helm, kv):
+    docs = render(helm, *PRODUCTION, "--set", "api.enabled=false")
+    assert api_objects(docs) == {}
+    assert not any(doc["metadata"]["name"] == API for doc in docs)
+    for doc in docs:
+        for version in k8s_versions(kv):
+            kv.validate(doc, version, strict=True)
+    # Everything else is what the chart renders with the API.
+    with_api = render(helm, *PRODUCTION)
+    assert [doc for doc in with_api if doc["metadata"]["labels"]["app.kubernetes.io/component"] != "api"] == docs
+
+
+def test_the_api_autoscaler_refuses_more_min_than_max_replicas(helm):
+    completed = helm_template(helm, "--set", "api.hpa.minReplicas=5", "--set", "api.hpa.maxReplicas=4")
+    assert completed.returncode != 0
+    assert "api.hpa.minReplicas must not be larger than api.hpa.maxReplicas" in completed.stderr
+
+
+def test_the_api_pods_share_the_code_locations_landing_folder_data_and_instance(helm):
+    """Uploads land where the landing sensor reads: the API's pods get the code location's environment
+    and volumes (values-dagster.yaml), with the landing bucket writable, and the instance as the hook has it."""
+    docs = render(helm)  # the defaults: the placeholder project values-dagster.yaml uses too
+    template = api_objects(docs)["Deployment"]["spec"]["template"]
+    spec = template["spec"]
+    [container] = spec["containers"]
+    env = container_env(container)
+    values = dagster_values()
+    user = user_deployment(values)
+    user_env = env_of(user)
+
+    # Every variable both set has the code location's value, apart from the service name in telemetry.
+    shared = (set(env) & set(user_env)) - {"OTEL_SERVICE_NAME"}
+    assert {
+        "DIARY_ENVIRONMENT", "DIARY_STORAGE_URI", "DIARY_GCS_PROJECT", "DIARY_DATA_DIR", "DIARY_LANDING",
+        "DIARY_K8S_NAMESPACE", "DIARY_K8S_SERVICE_ACCOUNT", "DIARY_LLM_CONFIG", "OTEL_EXPORTER_OTLP_ENDPOINT",
+    } <= shared
+    assert all(set(env[name]) == {"name", "value"} for name in shared)
+    assert {name: env[name]["value"] for name in shared} == {name: user_env[name] for name in shared}
+    assert env["OTEL_SERVICE_NAME"]["value"] == API
+
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    user_volumes = {v["name"]: v for v in user["volumes"]}
+    user_mounts = {m["mountPath"]: m for m in user["volumeMounts"]}
+    assert len(volumes) == len(spec["volumes"]) and len(mounts) == len(container["volumeMounts"])
+
+    # The data folder and the router config: the code location's volumes, entry for entry.
+    for path in (user_env["DIARY_DATA_DIR"], str(PurePosixPath(user_env["DIARY_LLM_CONFIG"]).parent)):
+        assert volumes[mounts[path]["name"]] == user_volumes[user_mounts[path]["name"]], path
+        assert mounts[path].get("readOnly") == user_mounts[path].get("readOnly"), path
+
+    # The landing folder: the bucket the landing sensor lists, at DIARY_LANDING, writable by the platform's user.
+    landing_path = user_env["DIARY_LANDING"]
+    ours = volumes[mounts[landing_path]["name"]]["csi"]
+    theirs = user_volumes[user_mounts[landing_path]["name"]]["csi"]
+    assert ours["driver"] == theirs["driver"] == GCSFUSE
+    assert ours["volumeAttributes"]["bucketName"] == theirs["volumeAttributes"]["bucketName"]
+    assert not ours.get("readOnly") and not mounts[landing_path].get("readOnly"), "uploads are written here"
+    security = user["podSecurityContext"]
+    assert {f"uid={security['runAsUser']}", f"gid={security['runAsGroup']}"} <= set(ours["volumeAttributes"]["mountOptions"].split(","))
+    assert spec["securityContext"]["runAsUser"] == security["runAsUser"]
+
+    # The provider-key Secret, the FUSE sidecar's annotation and the workload-identity service account.
+    assert container["envFrom"] == [{"secretRef": secret} for secret in user["envSecrets"]]
+    assert template["metadata"]["annotations"].items() >= user["annotations"].items()
+    assert spec["serviceAccountName"] == values["dagster-user-deployments"]["serviceAccount"]["name"]
+
+    # The Dagster instance (Postgres), as the instance-setup hook gets it from the official chart.
+    [setup] = by_kind_and_name(docs)[("Job", "diary-instance-setup")]["spec"]["template"]["spec"]["containers"]
+    setup_env = container_env(setup)
+    for name in ("DAGSTER_HOME", "DAGSTER_PG_PASSWORD"):
+        assert env[name] == setup_env[name], name
+    home = env["DAGSTER_HOME"]["value"]
+    instance_mount = mounts[f"{home}/dagster.yaml"]
+    assert instance_mount["subPath"] == "dagster.yaml" and instance_mount["readOnly"] is True
+    assert volumes[instance_mount["name"]]["configMap"]["name"] == chart_defaults()["instanceSetup"]["instanceConfigMap"]
+    assert "emptyDir" in volumes[mounts[home]["name"]], "DAGSTER_HOME must be writable"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -300,6 +513,9 @@ def test_the_user_code_deployment_has_what_the_platform_reads():
 
     deployment = user_deployment(values)
     assert deployment["name"] == "diary-platform"
+    [keys] = [item for item in deployment["env"] if item["name"] == "DIARY_API_KEYS"]
+    assert keys["valueFrom"]["secretKeyRef"] == {**ours["api"]["existingSecret"], "optional": True}, (
+        "the webhooks_sensor signs with the API's keys, from the same Secret as the API pods")
     assert USER_CODE_DEPLOYMENT == f"dagster-dagster-user-deployments-{deployment['name']}" == ours["hpa"]["targetDeployment"]
     assert deployment["dagsterApiGrpcArgs"] == ["-m", "diary_platform.definitions"]
     assert deployment["port"] == 3030

@@ -80,8 +80,9 @@ def test_metrics_count_audio_recordings_speed_and_llm_use(settings, clips, telem
     assert stages == {("ingest", "ok"), ("validate", "ok"), ("transcribe", "ok"), ("write_note", "ok")}
     assert all(p.value == 1 for p in points["diary.recordings"]), "one recording, counted once per stage"
     assert sum(p.count for p in points["diary.transcription.speed"]) >= 1
-    assert {p.attributes["direction"] for p in points["diary.llm.tokens"]} == {"input", "output"}
-    assert "diary.llm.cost" in points
+    assert {p.attributes["direction"] for p in points["diary.llm.tokens"]} == {"input", "cached_input", "output"}
+    assert {p.attributes["delivery"] for p in points["diary.llm.cost"]} == {"synchronous"}
+    assert "diary.llm.saved" in points
 
 
 def test_the_prometheus_endpoint_serves_the_platform_series(settings, clips, telemetry_readers):

@@ -12,6 +12,7 @@ from diary_platform.batch.raw_audio import raw_audio_asset, raw_audio_schema
 from diary_platform.batch.recovery import recovery_sensor
 from diary_platform.batch.redrive import redrive_job, redriven_batches
 from diary_platform.batch.retention import retention_definitions
+from diary_platform.batch.webhooks import webhooks_sensor
 from diary_platform.batch.transcripts import mean_log_probability, transcripts_asset, transcripts_schema
 from diary_platform.batch.validated_audio import quarantine_share, validated_audio_asset, validated_audio_schema
 from diary_platform.settings import Settings
@@ -40,7 +41,8 @@ def definitions(settings: Settings) -> dg.Definitions:
         assets=assets(settings),
         asset_checks=CHECKS,
         jobs=[process_batch, redrive_job, retranscribe, collect_notes],
-        sensors=[landing_bucket_sensor if settings.landing_uri else landing_sensor, recovery_sensor, redriven_batches, note_batches_sensor],
+        sensors=[landing_bucket_sensor if settings.landing_uri else landing_sensor, recovery_sensor, redriven_batches, note_batches_sensor,
+                 webhooks_sensor(settings)],
     )
     if not settings.partition_retention_days:
         return batches

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from sqlalchemy import Connection, Row, create_engine, text
 from sqlalchemy.engine import make_url
 
+from diary_platform.domain.webhooks import WEBHOOK_MIGRATION
+
 # Each entry is one schema version (its position, from 1): statements run in one transaction.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -72,6 +74,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX IF NOT EXISTS diary_note_batches_due ON diary_note_batches (status, next_poll_at)",
     ),
+    (
+        """CREATE TABLE IF NOT EXISTS diary_api_uploads (
+            user_name text NOT NULL,
+            recording_id text NOT NULL,
+            created_at timestamptz NOT NULL,
+            record jsonb NOT NULL,
+            PRIMARY KEY (user_name, recording_id)
+        )""",
+        "CREATE INDEX IF NOT EXISTS diary_api_uploads_newest ON diary_api_uploads (user_name, created_at DESC, recording_id DESC)",
+    ),
+    WEBHOOK_MIGRATION,
 )
 # Any constant both sides agree on: the key of the advisory lock that serializes migrations.
 _MIGRATION_LOCK = 0x6469617279

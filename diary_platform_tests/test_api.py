@@ -339,3 +339,21 @@ def test_the_openapi_schema_holds_under_generated_requests(tmp_path, monkeypatch
 
         exercise()
     assert failures == []
+
+
+def test_with_a_landing_bucket_an_upload_becomes_one_new_object_there(tmp_path, gcs_bucket, clips):
+    """DIARY_LANDING_URI: the upload is created as an object under <user>/ with the storage client (never
+    overwritten or deleted), where the bucket sensor, or a folder sensor over a mount of the bucket, finds it."""
+    client, bucket = gcs_bucket
+    bucketed = Server(tmp_path, DIARY_LANDING_URI=f"gs://{bucket.name}", DIARY_GCS_PROJECT="diary-test")
+    try:
+        with bucketed.client() as alice:
+            first = upload(alice, clips[0].path, priority="bulk")
+            again = upload(alice, clips[0].path)
+        assert first.status_code == again.status_code == 202 and first.json()["id"] == again.json()["id"]
+        [blob] = list(client.list_blobs(bucket.name))
+        assert blob.name.startswith("alice/bulk/") and blob.name.endswith(clips[0].path.name)
+        assert blob.download_as_bytes() == clips[0].path.read_bytes()
+        assert not [p for p in Path(bucketed.env["DIARY_LANDING"]).rglob("*") if p.is_file()], "nothing in the landing folder"
+    finally:
+        bucketed.stop()

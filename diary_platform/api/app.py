@@ -11,7 +11,6 @@ import base64
 import shutil
 import tempfile
 import threading
-import uuid
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -216,7 +215,7 @@ def create_app(settings: Settings) -> FastAPI:
               openapi_extra=_multipart_schema({"model": None, "language": None, "prompt": None, "temperature": "number",
                                                "response_format": list(transcriptions.RESPONSE_FORMATS), "timestamp_granularities[]": None}))
     async def transcribe_now(request: Request, user: User) -> Response:
-        folder = platform.settings.data_dir / "api-sync" / uuid.uuid4().hex
+        folder = Path(tempfile.mkdtemp(prefix="diary-transcribe-"))
         try:
             received = await streamed(request, folder, platform.settings.api.sync_max_bytes)
         except ApiError as error:
@@ -296,7 +295,12 @@ def _land(platform: Platform, received: ReceivedUpload, relative: str) -> str:
 
     bucket, _, prefix = platform.settings.landing_uri.removeprefix("gs://").partition("/")
     name = "/".join(filter(None, [prefix.strip("/"), relative]))
-    gcs_client(platform.settings.gcs_project).bucket(bucket).blob(name).upload_from_filename(str(received.path))
+    from google.api_core.exceptions import PreconditionFailed
+
+    try:  # created, never overwritten: the same name already there holds the same content
+        gcs_client(platform.settings.gcs_project).bucket(bucket).blob(name).upload_from_filename(str(received.path), if_generation_match=0)
+    except PreconditionFailed:
+        pass
     return f"gs://{bucket}/{name}"
 
 

@@ -186,3 +186,12 @@ def test_the_budget_warning_names_the_users_past_the_warning_share_of_their_note
         _, far = evaluate(spent * 10)
     assert (near.passed, near.metadata["users_near_their_budget"].value) == (False, "alice")
     assert (far.passed, far.metadata["users_near_their_budget"].value) == (True, "none")
+
+
+def test_prices_written_in_exponent_notation_are_numbers(tmp_path):
+    """YAML 1.1 reads 2e-05 (no decimal point) as a string: both price files still give numbers."""
+    default = resources.files("diary_platform.config").joinpath("platform_prices.yaml").read_text()
+    assert PlatformPrices.load(default.replace("daily_budget_usd: 5.00", "daily_budget_usd: 2e-05")).daily_budget_usd == 2e-05
+    own = tmp_path / "prices.yaml"
+    own.write_text("m: {input: 5e-01, output: 1}\n")
+    assert call_cost(load_prices(own), "m", TokenUsage(1_000_000, 1_000_000)) == pytest.approx(1.5)

@@ -278,6 +278,9 @@ BAD_VALUES = {
     "API minReplicas 0": ["--set", "api.hpa.minReplicas=0"],
     "API CPU target above 100": ["--set", "api.hpa.targetCPUUtilizationPercentage=150"],
     "API Redis URL not redis://": ["--set", "api.redisUrl=http://redis:6379"],
+    "the landing URI as an extra variable": [
+        "--set", "api.extraEnv[0].name=DIARY_LANDING_URI", "--set", "api.extraEnv[0].value=gs://elsewhere",
+    ],
 }
 
 GOOD_TWINS = {
@@ -399,8 +402,7 @@ def test_the_api_has_a_deployment_a_service_and_an_autoscaler(helm, kv, case):
 
     # The buckets of the project.
     assert env["DIARY_STORAGE_URI"]["value"] == f"gs://{project}-diary-data/diary"
-    landing = volumes[mounts[env["DIARY_LANDING"]["value"]]["name"]]["csi"]
-    assert landing["driver"] == GCSFUSE and landing["volumeAttributes"]["bucketName"] == f"{project}-diary-landing"
+    assert env["DIARY_LANDING_URI"]["value"] == f"gs://{project}-diary-landing"
 
     # Service: ClusterIP, port 80 to the container's 8000.
     assert service["spec"]["type"] == "ClusterIP"
@@ -440,7 +442,8 @@ def test_the_api_autoscaler_refuses_more_min_than_max_replicas(helm):
 
 def test_the_api_pods_share_the_code_locations_landing_folder_data_and_instance(helm):
     """Uploads land where the landing sensor reads: the API's pods get the code location's environment
-    and volumes (values-dagster.yaml), with the landing bucket writable, and the instance as the hook has it."""
+    and volumes (values-dagster.yaml), but create uploads in the landing bucket the code location mounts
+    (DIARY_LANDING_URI, its root) instead of mounting it, and the instance as the hook has it."""
     docs = render(helm)  # the defaults: the placeholder project values-dagster.yaml uses too
     template = api_objects(docs)["Deployment"]["spec"]["template"]
     spec = template["spec"]
@@ -453,7 +456,7 @@ def test_the_api_pods_share_the_code_locations_landing_folder_data_and_instance(
     # Every variable both set has the code location's value, apart from the service name in telemetry.
     shared = (set(env) & set(user_env)) - {"OTEL_SERVICE_NAME"}
     assert {
-        "DIARY_ENVIRONMENT", "DIARY_STORAGE_URI", "DIARY_GCS_PROJECT", "DIARY_DATA_DIR", "DIARY_LANDING",
+        "DIARY_ENVIRONMENT", "DIARY_STORAGE_URI", "DIARY_GCS_PROJECT", "DIARY_DATA_DIR",
         "DIARY_K8S_NAMESPACE", "DIARY_K8S_SERVICE_ACCOUNT", "DIARY_LLM_CONFIG", "OTEL_EXPORTER_OTLP_ENDPOINT",
     } <= shared
     assert all(set(env[name]) == {"name", "value"} for name in shared)
@@ -471,15 +474,20 @@ def test_the_api_pods_share_the_code_locations_landing_folder_data_and_instance(
         assert volumes[mounts[path]["name"]] == user_volumes[user_mounts[path]["name"]], path
         assert mounts[path].get("readOnly") == user_mounts[path].get("readOnly"), path
 
-    # The landing folder: the bucket the landing sensor lists, at DIARY_LANDING, writable by the platform's user.
+    # The landing bucket: the one the code location mounts at DIARY_LANDING for its landing sensor, which the
+    # API writes through the Cloud Storage client at its root (no prefix: the object <user>/... is the file
+    # the sensor lists), never through a mount of its own.
     landing_path = user_env["DIARY_LANDING"]
-    ours = volumes[mounts[landing_path]["name"]]["csi"]
     theirs = user_volumes[user_mounts[landing_path]["name"]]["csi"]
-    assert ours["driver"] == theirs["driver"] == GCSFUSE
-    assert ours["volumeAttributes"]["bucketName"] == theirs["volumeAttributes"]["bucketName"]
-    assert not ours.get("readOnly") and not mounts[landing_path].get("readOnly"), "uploads are written here"
+    assert theirs["driver"] == GCSFUSE
+    assert env["DIARY_LANDING_URI"] == {"name": "DIARY_LANDING_URI", "value": f"gs://{theirs['volumeAttributes']['bucketName']}"}
+    assert "DIARY_LANDING_URI" not in user_env, "the code location reads the landing folder with the folder sensor"
+    assert "DIARY_LANDING" not in env, "the API neither reads nor writes the landing folder"
+    assert landing_path not in mounts and not any(
+        volume.get("csi", {}).get("volumeAttributes", {}).get("bucketName") == theirs["volumeAttributes"]["bucketName"]
+        for volume in spec["volumes"]
+    ), "no landing volume in the API's pods"
     security = user["podSecurityContext"]
-    assert {f"uid={security['runAsUser']}", f"gid={security['runAsGroup']}"} <= set(ours["volumeAttributes"]["mountOptions"].split(","))
     assert spec["securityContext"]["runAsUser"] == security["runAsUser"]
 
     # The provider-key Secret, the FUSE sidecar's annotation and the workload-identity service account.

@@ -322,8 +322,18 @@ def test_workload_roles_are_scoped_to_the_buckets_secrets_and_cloud_sql():
         if address.startswith("google_storage_bucket_iam_member.") and body["member"] == member
     }
     assert ("${google_storage_bucket.data.name}", "roles/storage.objectAdmin") in bucket_roles
-    assert ("${google_storage_bucket.landing.name}", "roles/storage.objectViewer") in bucket_roles
-    assert ("${google_storage_bucket.landing.name}", "roles/storage.objectAdmin") not in bucket_roles
+    # The landing bucket: read (the code location's mount) and create (the HTTP API's uploads), nothing that
+    # overwrites or deletes an upload: objectCreator alone lacks storage.objects.delete.
+    landing = "${google_storage_bucket.landing.name}"
+    assert {role for bucket, role in bucket_roles if bucket == landing} == {
+        "roles/storage.objectViewer", "roles/storage.objectCreator",
+    }
+    for role in ("roles/storage.objectAdmin", "roles/storage.objectUser", "roles/storage.admin"):
+        assert (landing, role) not in bucket_roles, role
+    assert not any(
+        address.startswith(("google_storage_bucket_iam_binding.", "google_storage_bucket_iam_policy."))
+        for address in _resources()
+    ), "bucket roles are granted member by member"
     secrets = _resource("google_secret_manager_secret_iam_member.workload")
     assert secrets["for_each"] == "${google_secret_manager_secret.platform}"
     assert (secrets["role"], secrets["member"]) == ("roles/secretmanager.secretAccessor", member)

@@ -72,10 +72,19 @@ resource "google_storage_bucket_iam_member" "workload_data_bucket_reader" {
   member = google_service_account.workload.member
 }
 
-# Uploads are only read: the platform never deletes landing files.
+# Uploads are read (the code location's read-only GCS FUSE mount): the platform never deletes landing files.
 resource "google_storage_bucket_iam_member" "workload_landing" {
   bucket = google_storage_bucket.landing.name
   role   = "roles/storage.objectViewer"
+  member = google_service_account.workload.member
+}
+
+# The HTTP API (`diary serve`, DIARY_LANDING_URI) creates each upload there as one new object. objectCreator
+# creates objects only: replacing an existing one needs storage.objects.delete, which it lacks, so the
+# platform still never overwrites or deletes landing files.
+resource "google_storage_bucket_iam_member" "workload_landing_creator" {
+  bucket = google_storage_bucket.landing.name
+  role   = "roles/storage.objectCreator"
   member = google_service_account.workload.member
 }
 

@@ -33,11 +33,12 @@ class PlatformPrices:
     @classmethod
     def load(cls, text: str | None = None) -> "PlatformPrices":
         raw = yaml.safe_load(text or resources.files("diary_platform.config").joinpath("platform_prices.yaml").read_text())
+        # float(): YAML 1.1 reads a number like 2e-05 (no decimal point) as a string.
         return cls(
-            cpu_usd_per_second=raw["compute_usd_per_second"]["cpu"],
-            gpu_usd_per_second=raw["compute_usd_per_second"]["gpu"],
-            storage_usd_per_gb_month=raw["storage_usd_per_gb_month"],
-            daily_budget_usd=raw["daily_budget_usd"],
+            cpu_usd_per_second=float(raw["compute_usd_per_second"]["cpu"]),
+            gpu_usd_per_second=float(raw["compute_usd_per_second"]["gpu"]),
+            storage_usd_per_gb_month={tier: float(price) for tier, price in raw["storage_usd_per_gb_month"].items()},
+            daily_budget_usd=float(raw["daily_budget_usd"]),
         )
 
 

@@ -16,8 +16,9 @@ from diary_platform.domain.store.layout import write_text_atomic
 
 
 def load_prices(path: Path | None = None) -> dict[str, dict[str, float]]:
+    """Prices per model; every value a float (YAML 1.1 reads a number like 5e-07, without a decimal point, as a string)."""
     text = Path(path).read_text() if path else resources.files("diary_platform.config").joinpath("prices.yaml").read_text()
-    return yaml.safe_load(text) or {}
+    return {model: {name: float(value) for name, value in price.items()} for model, price in (yaml.safe_load(text) or {}).items()}
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,12 @@ def traceparent_tags() -> dict[str, str]:
     return {TRACEPARENT_TAG: carrier["traceparent"]} if "traceparent" in carrier else {}
 
 
+def link_to(traceparent: str) -> trace.Link | None:
+    """A span link to the span a W3C traceparent names (an upload's request), or None if it names none."""
+    span_context = trace.get_current_span(TraceContextTextMapPropagator().extract({"traceparent": traceparent})).get_span_context()
+    return trace.Link(span_context) if span_context.is_valid else None
+
+
 def step_context(run_id: str, batch: str | None, tags: dict[str, str]) -> context.Context:
     """The parent context of a step's span: the sensor tick's trace (if any) plus run id and batch baggage."""
     parent = context.Context()

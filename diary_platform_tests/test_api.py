@@ -357,3 +357,22 @@ def test_with_a_landing_bucket_an_upload_becomes_one_new_object_there(tmp_path, 
         assert not [p for p in Path(bucketed.env["DIARY_LANDING"]).rglob("*") if p.is_file()], "nothing in the landing folder"
     finally:
         bucketed.stop()
+
+
+def test_the_uploads_trace_leads_on_to_the_sensor_tick_that_batches_it(server, clips, monkeypatch, telemetry_readers):
+    """The client's W3C traceparent is continued by the API's request span; the landing sensor's tick links to it."""
+    from diary_platform.domain.shared_state import open_shared_state
+
+    trace_id = os.urandom(16).hex()
+    with server.client() as alice:
+        answer = alice.post("/v1/recordings", files={"file": (clips[7].path.name, clips[7].path.read_bytes())},
+                            headers={"traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01"})
+    assert answer.status_code == 202, answer.text
+    settings = server.settings(monkeypatch)
+    record = open_shared_state(settings.data_dir).api_uploads.get("alice", answer.json()["id"])
+    assert record.traceparent.split("-")[1] == trace_id, "the API's span continues the client's trace"
+    with dg.instance_for_test() as instance:
+        process_landed(settings, instance)
+    ticks = [s for s in telemetry_readers.spans.get_finished_spans() if s.name == "landing_sensor tick" and s.links]
+    linked = {format(link.context.trace_id, "032x") for tick in ticks for link in tick.links}
+    assert trace_id in linked

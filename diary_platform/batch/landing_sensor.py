@@ -15,6 +15,7 @@ from diary_platform.domain.ingest.bucket import BucketCursor
 from diary_platform.domain.ingest.claims import Owner
 from diary_platform.domain.ingest.landing import Intake, LandingCursor, LandingScanner, Skips
 from diary_platform.domain.ingest.recovery import SENSOR_ROLE
+from diary_platform.domain.store.hashing import recording_id_for
 from diary_platform.partitions import batch_partitions
 from diary_platform.resources import LandingBucket, LandingFolder, StoreResource
 
@@ -22,6 +23,21 @@ from diary_platform.resources import LandingBucket, LandingFolder, StoreResource
 def _intake(context: dg.SensorEvaluationContext, store: StoreResource, now: datetime) -> Intake:
     recovery = recovery_for(context.instance, store.batches, store.catalog)
     return Intake(store.batches, store.claims, Owner.this_process(SENSOR_ROLE), lambda key: recovery.state(key, now))
+
+
+def _link_api_uploads(store: StoreResource, batches: list[BatchManifest]) -> int:
+    """Link the tick's span to the request of each upload the HTTP API received, so that its trace leads on to
+    the tick (and the tick's to the batch run); the links made."""
+    span = instruments.current_span()
+    made = 0
+    for batch in batches:
+        for item in batch.items:
+            upload = store.shared_state.api_uploads.get(item.user, recording_id_for(item.content_sha256))
+            link = telemetry.link_to(upload.traceparent) if upload and upload.traceparent else None
+            if link is not None:
+                span.add_link(link.context, {"diary.recording_id": upload.recording_id})
+                made += 1
+    return made
 
 
 def _result(context: dg.SensorEvaluationContext, batches: list[BatchManifest], summary: str, skips: Skips, cursor: str) -> dg.SensorResult:
@@ -54,7 +70,8 @@ def landing_sensor(context: dg.SensorEvaluationContext, store: StoreResource, la
     scanner = LandingScanner(landing.root, _intake(context, store, now), landing.limits())
     with instruments.current().tracer.start_as_current_span("landing_sensor tick") as span:
         tick = scanner.tick(LandingCursor.from_json(context.cursor), now)
-        span.set_attributes({"diary.files_scanned": tick.files_scanned, "diary.batches": len(tick.batches)})
+        span.set_attributes({"diary.files_scanned": tick.files_scanned, "diary.batches": len(tick.batches),
+                             "diary.api_uploads": _link_api_uploads(store, tick.batches)})
         summary = (
             f"scanned {tick.files_scanned} files: {len(tick.cursor.pending)} settling, {len(tick.cursor.waiting)} waiting "
             f"for a batch, {tick.duplicates} duplicates"
@@ -74,7 +91,8 @@ def landing_bucket_sensor(context: dg.SensorEvaluationContext, store: StoreResou
     scanner = landing_bucket.scanner(_intake(context, store, now), store.data_dir)
     with instruments.current().tracer.start_as_current_span("landing_bucket_sensor tick") as span:
         tick = scanner.tick(BucketCursor.from_json(context.cursor), now)
-        span.set_attributes({"diary.objects_listed": tick.objects_listed, "diary.batches": len(tick.batches)})
+        span.set_attributes({"diary.objects_listed": tick.objects_listed, "diary.batches": len(tick.batches),
+                             "diary.api_uploads": _link_api_uploads(store, tick.batches)})
         summary = (
             f"listed {tick.objects_listed} objects, read {tick.bytes_read} bytes: {len(tick.cursor.waiting)} waiting for a batch, "
             f"{tick.duplicates} duplicates"

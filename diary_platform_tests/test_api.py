@@ -108,7 +108,7 @@ def upload(client: httpx2.Client, path: Path, **fields: str) -> httpx2.Response:
 
 def test_an_upload_is_queued_processed_and_read_back_with_its_files(server, clips, monkeypatch):
     with server.client() as alice:
-        answer = upload(alice, clips[0].path, priority="urgent")
+        answer = upload(alice, clips[0].path, priority="urgent", template="todo_list")
         assert answer.status_code == 202, answer.text
         accepted = answer.json()
         assert accepted["status"] == "queued" and accepted["status_url"].endswith(f"/v1/recordings/{accepted['id']}")

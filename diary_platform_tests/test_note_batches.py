@@ -348,3 +348,13 @@ def test_diary_run_killed_right_after_submitting_is_resumed_without_a_second_bat
     assert [r["status"] for r in results] == ["pending", "pending"], results
     assert created(fake, OPENAI) == 1, "the same work is never submitted twice"
     assert all("waits in openai's batch" in r["message"] for r in results)
+
+
+def test_a_template_asked_for_with_the_upload_is_the_one_the_model_gets(fake, tmp_path):
+    router, store = routed(fake, tmp_path), DataStore(tmp_path / "data")
+    transcribed = transcripts(2, priority="urgent")
+    asked = {f"{0:024x}": "meeting"}
+    notes = write_notes(transcribed, router, store, now=WHEN, template_of=lambda row: asked.get(row["recording_id"]))
+    assert sorted(notes["template"].to_list()) == ["diary_entry", "meeting"]
+    systems = [r["body"]["system"][0]["text"] for r in fake.requests(ANTHROPIC, SONNET)]
+    assert sum("meeting minutes" in system for system in systems) == 1

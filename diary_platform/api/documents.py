@@ -20,7 +20,7 @@ from diary_platform.domain.schemas import STATUS_OK, STATUS_PENDING, STATUS_QUAR
 FINAL = ("done", "quarantined")
 STAGES = {RAW_AUDIO: "ingest", VALIDATED_AUDIO: "validation", TRANSCRIPTS: "transcription", DIARY_NOTES: "notes"}
 FILES = {"txt": "txt_uri", "srt": "srt_uri", "vtt": "vtt_uri", "json": "json_uri"}
-NOTE_FIELDS = ("title", "summary", "markdown", "mood", "events", "people", "places", "todos", "provider", "model")
+NOTE_FIELDS = ("title", "summary", "markdown", "mood", "events", "people", "places", "todos", "provider", "model", "template")
 
 
 class Documents:

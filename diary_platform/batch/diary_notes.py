@@ -34,8 +34,14 @@ def diary_notes_asset(settings: Settings) -> dg.AssetsDefinition:
         started = time.perf_counter()
         collecting = COLLECT_TAG in context.run.tags and store.catalog.has(catalog.DIARY_NOTES, context.partition_key)
         previous = store.catalog.batch(catalog.DIARY_NOTES, context.partition_key) if collecting else None
+        uploads = store.shared_state.api_uploads
+
+        def template_of(row: dict) -> str | None:
+            upload = uploads.get(row["user"], row["recording_id"])
+            return upload.template if upload else None
+
         with step_span(context):
-            table = stages.write_notes(transcripts, note_writer.build(), store.store, previous)
+            table = stages.write_notes(transcripts, note_writer.build(), store.store, previous, template_of=template_of)
         written = table.filter(pl.col("status") == STATUS_OK)
         waiting = table.filter(pl.col("status") == STATUS_PENDING)
         preview = "\n\n---\n\n".join(written["markdown"].head(PREVIEW_NOTES).to_list()) or "*No notes in this batch.*"

@@ -285,14 +285,16 @@ def write_notes(
     store: DataStore,
     previous: pl.DataFrame | None = None,
     now: datetime | None = None,
+    template_of: Callable[[dict], str | None] = lambda row: None,
 ) -> pl.DataFrame:
     """A note per transcribed recording. A note that may wait goes into one provider batch per (provider,
     model) and its row is `pending` with the batch's record id; a batch that has ended is collected here.
     `previous`: the stored table when collecting, whose written notes are kept as they are (never written
-    twice) and whose pending rows are collected from the batch they wait for."""
+    twice) and whose pending rows are collected from the batch they wait for. `template_of(row)`: the note
+    template asked for with the recording's upload, if any."""
     now = now or datetime.now(timezone.utc)
     rows = transcripts.to_dicts()
-    requests = {row["recording_id"]: _note_request(row) for row in rows if row["status"] == STATUS_OK}
+    requests = {row["recording_id"]: _note_request(row, template_of(row)) for row in rows if row["status"] == STATUS_OK}
     kept, waiting_for = _earlier_notes(previous, requests)
     found = {batch_id: router.state.note_batches.get(batch_id) for batch_id in set(waiting_for.values())}
     waiting = {recording_id: found[batch_id] for recording_id, batch_id in waiting_for.items() if found[batch_id] is not None}
@@ -336,8 +338,8 @@ def write_notes(
     return _each_recording(rows, DIARY_NOTES, "write_note", write)
 
 
-def _note_request(row: dict) -> NoteRequest:
-    return NoteRequest(row["recording_id"], row["user"], row["recorded_at"], row["text"] or "", row["segments"], row.get("priority"))
+def _note_request(row: dict, template: str | None) -> NoteRequest:
+    return NoteRequest(row["recording_id"], row["user"], row["recorded_at"], row["text"] or "", row["segments"], row.get("priority"), template)
 
 
 def _earlier_notes(previous: pl.DataFrame | None, requests: dict[str, NoteRequest]) -> tuple[dict[str, dict], dict[str, str]]:

@@ -17,6 +17,7 @@ class NoteRequest:
     transcript: str
     segments: list[dict] = field(default_factory=list)
     priority: str | None = None  # the landing tag; the router resolves it to urgent, normal or bulk
+    template: str | None = None  # asked for with the upload; else the user's, else the configured one
 
 
 @dataclass(frozen=True)

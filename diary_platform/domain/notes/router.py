@@ -314,7 +314,7 @@ class NoteRouter:
         return _NoteInProgress(
             request=request,
             segments=request.segments or [{"start": 0.0, "end": 0.0, "text": request.transcript}],
-            template=self.config.templates_by_user.get(request.user, self.config.template),
+            template=request.template or self.config.templates_by_user.get(request.user, self.config.template),
             deadline=started + self.config.note_deadline_seconds,
             plan=self.plan(request),
         )

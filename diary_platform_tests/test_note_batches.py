@@ -358,3 +358,29 @@ def test_a_template_asked_for_with_the_upload_is_the_one_the_model_gets(fake, tm
     assert sorted(notes["template"].to_list()) == ["diary_entry", "meeting"]
     systems = [r["body"]["system"][0]["text"] for r in fake.requests(ANTHROPIC, SONNET)]
     assert sum("meeting minutes" in system for system in systems) == 1
+
+
+@pytest.mark.parametrize("trouble", ["unreachable", "garbled"])
+def test_results_that_cannot_be_had_are_written_at_once(fake, tmp_path, monkeypatch, trouble):
+    """The provider said the batch ended, then its results cannot be fetched or read: nothing waits on it."""
+    from diary_platform.domain.notes import batch_api
+    from diary_platform.domain.notes.providers import ProviderFailure
+
+    router, store = routed(fake, tmp_path), DataStore(tmp_path / "data")
+    transcribed = transcripts(2)
+    first = write_notes(transcribed, router, store, now=WHEN)
+
+    def unreachable(provider, remote_id):
+        raise ProviderFailure("unavailable", "connection refused", 1)
+
+    def garbled(item):
+        raise KeyError("choices")
+
+    if trouble == "unreachable":
+        monkeypatch.setattr(batch_api, "results", unreachable)
+    else:
+        monkeypatch.setattr(batch_api, "_openai_item", garbled)
+    done = collect_all(router, store, transcribed, first, WHEN)
+    assert (done["status"] == STATUS_OK).all() and set(done["delivery"]) == {"synchronous"}
+    expected = "batch_results_unavailable" if trouble == "unreachable" else "batch_invalid_output"
+    assert all(path[0] == f"openai/{GPT}:{expected}" for path in done["fallback_path"].to_list()), done["fallback_path"].to_list()

@@ -113,7 +113,15 @@ def cancel(provider: Provider, remote_id: str) -> None:
 
 
 def results(provider: Provider, remote_id: str) -> dict[str, Completion | ProviderFailure]:
-    """Every answer the batch holds, by custom_id: a completion, or why that request has none."""
+    """Every answer the batch holds, by custom_id: a completion, or why that request has none. Results that
+    cannot be read at all are a ProviderFailure (`invalid_output`), like a provider that cannot be reached."""
+    try:
+        return _results(provider, remote_id)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # a results file that is not what the API documents
+        raise ProviderFailure("invalid_output", f"the batch's results cannot be read: {error}", 0) from error
+
+
+def _results(provider: Provider, remote_id: str) -> dict[str, Completion | ProviderFailure]:
     client = _client(provider)
     if provider.spec.kind == "anthropic":
         answers: dict[str, Completion | ProviderFailure] = {}
@@ -131,8 +139,14 @@ def results(provider: Provider, remote_id: str) -> dict[str, Completion | Provid
         if not file_id:
             continue
         content = _calling(lambda: client.files.content(file_id).text)
-        for item in (json.loads(line) for line in content.splitlines() if line.strip()):
-            answers[item["custom_id"]] = _openai_item(item)
+        for line in filter(str.strip, content.splitlines()):
+            item = None
+            try:
+                item = json.loads(line)
+                answers[item["custom_id"]] = _openai_item(item)
+            except (ValueError, KeyError, TypeError) as error:  # one bad line costs its own answer, not the others'
+                if isinstance(item, dict) and isinstance(item.get("custom_id"), str):
+                    answers[item["custom_id"]] = ProviderFailure("invalid_output", f"batch answer cannot be read: {error}", 0)
     return answers
 
 

@@ -274,12 +274,20 @@ class NoteRouter:
         """The notes of an ended batch, by recording: each from its batch answers (booked at the batch price)
         when they are all there and valid, else written at once like any other note."""
         route = self._route(record.provider)
-        answers = batch_api.results(route.provider, record.remote_id) if route and record.remote_id else {}
+        answers: dict = {}
+        unreadable = None
+        if route and record.remote_id:
+            try:
+                answers = batch_api.results(route.provider, record.remote_id)
+            except ProviderFailure as failure:  # no waiting on a provider that just said the batch ended: written now
+                unreadable = failure.kind
         notes = {}
         for request in requests:
             started = time.monotonic()
             note = self._start(request, started)
-            written = self._from_answers(route, record.model, note, answers) if route else None
+            if unreadable:
+                note.path.append(f"{record.provider}/{record.model}:batch_results_{unreadable}")
+            written = self._from_answers(route, record.model, note, answers) if route and not unreadable else None
             if written is None:
                 written = self._write_now(note)
             notes[request.recording_id] = self._finish(written, note, started, note_batch=record.id)

@@ -131,11 +131,12 @@ def _prometheus_series() -> dict[str, str]:
     series = {}
     for metric in reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics:
         counter = isinstance(metric.data, Sum) and metric.data.is_monotonic
-        # Per-units ("By/s"), annotations ("{call}") and gauges (`_ratio`) are not mirrored below.
+        # Per-units ("By/s") and gauges (`_ratio`) are not mirrored below; an annotation ("{token}") adds nothing.
         assert counter or isinstance(metric.data, Histogram), f"{metric.name}: extend the naming below"
-        assert not set(metric.unit) & set("/{}"), f"{metric.name}: extend the naming below"
+        assert "/" not in metric.unit, f"{metric.name}: extend the naming below"
         tokens = re.findall(r"[^\W_]+", metric.name)
-        unit = "_".join(re.findall(r"[^\W_]+", PROMETHEUS_UNITS.get(metric.unit, metric.unit)))
+        annotation = bool(set(metric.unit) & set("{}"))
+        unit = "" if annotation else "_".join(re.findall(r"[^\W_]+", PROMETHEUS_UNITS.get(metric.unit, metric.unit)))
         if unit and unit not in tokens:
             tokens.append(unit)
         if counter:
@@ -151,6 +152,8 @@ def test_prometheus_names_follow_the_collector():
     assert series["diary_audio_seconds_total"] == "diary.audio.seconds"  # the unit is in the name already
     assert series["diary_llm_cost_USD_total"] == "diary.llm.cost"  # an unknown unit is appended as written
     assert series["diary_transcription_speed_bucket"] == "diary.transcription.speed"  # unit "1": nothing
+    assert series["gen_ai_client_token_usage_bucket"] == "gen_ai.client.token.usage"  # unit "{token}": nothing
+    assert series["gen_ai_client_operation_duration_seconds_bucket"] == "gen_ai.client.operation.duration"
 
 
 def test_every_dashboard_panel_queries_metrics_the_platform_emits():
@@ -163,7 +166,7 @@ def test_every_dashboard_panel_queries_metrics_the_platform_emits():
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
             assert (target.get("datasource") or panel["datasource"])["uid"] in uids, panel["title"]
-            names = set(re.findall(r"\bdiary_\w+", target["expr"]))
+            names = set(re.findall(r"\b(?:diary|gen_ai_client)_\w+", target["expr"]))  # the platform's and the GenAI conventions' metrics
             assert names, f"{panel['title']}: {target['expr']} queries no platform metric"
             assert names <= set(series), f"{panel['title']}: not emitted: {sorted(names - set(series))}"
             shown |= {series[name] for name in names}

@@ -12,6 +12,9 @@ from opentelemetry import metrics, trace
 RUN_ID = "dagster.run_id"
 BATCH = "diary.batch"
 SCOPE = "diary_platform"
+# The GenAI semantic conventions' advisory bucket boundaries for their client metrics.
+TOKEN_USAGE_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+OPERATION_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class Instruments:
     llm_saved: metrics.Counter
     llm_fallbacks: metrics.Counter
     budget_alerts: metrics.Counter
+    genai_token_usage: metrics.Histogram
+    genai_operation_duration: metrics.Histogram
 
     @classmethod
     def on(
@@ -53,6 +58,15 @@ class Instruments:
                 "diary.budget.alerts",
                 description="Budget alerts by scope and level: a user's booking crossing the warning share or the budget "
                 "(once each), the platform's day found past its share by the cost report's check (each evaluation)",
+            ),
+            # Named as the OpenTelemetry GenAI semantic conventions name them, so that GenAI-aware backends read them.
+            genai_token_usage=meter.create_histogram(
+                "gen_ai.client.token.usage", unit="{token}", description="Number of input and output tokens used.",
+                explicit_bucket_boundaries_advisory=TOKEN_USAGE_BUCKETS,
+            ),
+            genai_operation_duration=meter.create_histogram(
+                "gen_ai.client.operation.duration", unit="s", description="GenAI operation duration.",
+                explicit_bucket_boundaries_advisory=OPERATION_DURATION_BUCKETS,
             ),
         )
 

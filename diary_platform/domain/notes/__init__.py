@@ -12,5 +12,6 @@
 - batch_api.py: the OpenAI Batch and Anthropic Message Batches APIs: submit, find, state, results, cancel.
 - note_batches.py: the record of each provider batch, made before it is sent (files or Postgres).
 - batch_poller.py: `poll_round`: which batches to ask, when, and which to collect.
+- genai.py: what an LLM call's span and GenAI client metrics carry (OpenTelemetry GenAI semantic conventions).
 - digest.py: `write_digests`: one entry per user and day from that day's notes.
 """

@@ -50,12 +50,16 @@ class ProviderSpec:
 
 @dataclass(frozen=True)
 class Completion:
-    """One answer. `usage.input_tokens` counts every prompt token, those read from or written to the prompt cache included."""
+    """One answer. `usage.input_tokens` counts every prompt token, those read from or written to the prompt cache included.
+    `response_model`, `response_id` and `finish_reason` are as the answer names them, for its telemetry."""
 
     text: str
     usage: TokenUsage
     truncated: bool
     http_attempts: int
+    response_model: str | None = None
+    response_id: str | None = None
+    finish_reason: str | None = None
 
 
 class ProviderFailure(Exception):
@@ -187,6 +191,9 @@ def openai_completion(completion, http_attempts: int, batch: bool = False) -> Co
         ),
         truncated=choice.finish_reason == "length",
         http_attempts=http_attempts,
+        response_model=completion.model,
+        response_id=completion.id,
+        finish_reason=choice.finish_reason,
     )
 
 
@@ -208,6 +215,9 @@ def anthropic_completion(message, http_attempts: int, batch: bool = False) -> Co
         ),
         truncated=message.stop_reason == "max_tokens",
         http_attempts=http_attempts,
+        response_model=message.model,
+        response_id=message.id,
+        finish_reason=message.stop_reason,
     )
 
 

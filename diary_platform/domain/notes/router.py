@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Literal
 
 import pybreaker
+from opentelemetry.trace import SpanKind
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from diary_platform.domain import instruments
-from diary_platform.domain.notes import batch_api, prompting
+from diary_platform.domain.notes import batch_api, genai, prompting
 from diary_platform.domain.notes.breakers import breaker_for
 from diary_platform.domain.notes.draft import DraftRejected, Mood, NoteDraft, check_draft, json_schema
 from diary_platform.domain.notes.local import LocalNoteWriter
@@ -303,6 +304,7 @@ class NoteRouter:
             return None
         drafts = []
         for completion in found:
+            self._trace_batch_answer(route, model, completion)
             self._book(note, model, completion)
             try:
                 if completion.truncated:
@@ -425,11 +427,49 @@ class NoteRouter:
         if remaining <= 0:
             raise ProviderFailure("unavailable", "the note's deadline has passed", 0)
         timeout = min(self.config.call_timeout_seconds, remaining / (self.config.max_retries + 1))
-        completion = route.breaker.call(route.provider.complete, model, messages, json_schema(), timeout)
+        completion = route.breaker.call(self._traced_complete, route, model, messages, timeout)
         self._book(note, model, completion)
         if completion.truncated:
             raise OutputTruncated(model)
         return completion.text
+
+    def _traced_complete(self, route: _Route, model: str, messages: list[dict], timeout: float) -> Completion:
+        """The provider call as a GenAI `chat` span, with the GenAI client metrics. It runs inside the breaker, so that a
+        call the open breaker refuses leaves no span, and a failure that trips the breaker is still recorded as itself."""
+        meters = instruments.current()
+        schema = json_schema()
+        build_body = route.provider.anthropic_body if route.spec.kind == "anthropic" else route.provider.openai_body
+        body = build_body(model, messages, schema)  # the request as sent, for its attributes and (if asked for) content
+        metric_attributes = genai.genai_attributes(route, model)
+        span_attributes = {**genai.span_attributes(route, metric_attributes, SYNCHRONOUS), **genai.request_attributes(body)}
+        if genai.captures_message_content():
+            span_attributes.update(genai.sent_content(body))
+        started = time.monotonic()
+        with meters.tracer.start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=span_attributes) as span:
+            try:
+                completion = route.provider.complete(model, messages, schema, timeout)
+            except Exception as error:  # recorded, then handled by the breaker and the router as before
+                error_type = genai.error_type(error)
+                span.set_attribute("error.type", error_type)
+                if isinstance(error, ProviderFailure):
+                    span.set_attributes({"diary.outcome": error.kind, "diary.attempts": error.http_attempts})
+                meters.genai_operation_duration.record(time.monotonic() - started, {**metric_attributes, "error.type": error_type})
+                raise
+            answered = {**metric_attributes, **genai.present({"gen_ai.response.model": completion.response_model})}
+            meters.genai_operation_duration.record(time.monotonic() - started, answered)
+            meters.genai_token_usage.record(completion.usage.input_tokens, {**answered, "gen_ai.token.type": "input"})
+            meters.genai_token_usage.record(completion.usage.output_tokens, {**answered, "gen_ai.token.type": "output"})
+            span.set_attributes(genai.answer_attributes(completion, call_cost(self.prices, model, completion.usage)))
+            if genai.captures_message_content():
+                span.set_attributes(genai.received_content(completion))
+        return completion
+
+    def _trace_batch_answer(self, route: _Route, model: str, completion: Completion) -> None:
+        """A batch answer as a `chat` span beside the synchronous calls, for its tokens, cost and response id. INTERNAL
+        and without the client metrics: the batch API made the call, hours before."""
+        attributes = {**genai.span_attributes(route, genai.genai_attributes(route, model), BATCH),
+                      **genai.answer_attributes(completion, call_cost(self.prices, model, completion.usage))}
+        instruments.current().tracer.start_span(f"chat {model}", kind=SpanKind.INTERNAL, attributes=attributes).end()
 
     def _book(self, note: _NoteInProgress, model: str, completion: Completion) -> None:
         """A call's tokens and price on the note, and on the user's spend for the day (which may cross a budget line)."""

@@ -1,11 +1,11 @@
-"""The one `Definitions` object, built from `Settings`: the slices (batch, daily, storage tiers), the shared
+"""The one `Definitions` object, built from `Settings`: the slices (batch, daily, storage tiers, models), the shared
 resources and the executor the environment picks. Nothing here reads the environment at import."""
 
 from dataclasses import asdict
 
 import dagster as dg
 
-from diary_platform import batch, daily, storage_tiers
+from diary_platform import batch, daily, models, storage_tiers
 from diary_platform.io_manager import ParquetIOManager
 from diary_platform.k8s import executor
 from diary_platform.resources import (
@@ -55,6 +55,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         batch.definitions(settings),
         daily.definitions(settings),
         storage_tiers.definitions(settings),
+        models.definitions(settings),
         dg.Definitions(resources=build_resources(settings), executor=executor(settings)),
     )
 

@@ -1,6 +1,6 @@
 """Word error rate the way Whisper is scored: jiwer over text run through Whisper's English normaliser.
 
-Needs the `test` extra (jiwer, whisper-normalizer); used by the tests and the benchmarks.
+Used by the `model_evaluation` asset, the tests and the benchmarks.
 """
 
 import json

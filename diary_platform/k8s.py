@@ -1,15 +1,16 @@
 """Where steps run in the `k8s` environment: the executor, and what each step's pod asks for.
 
 Each step runs in its own Kubernetes Job (dagster-k8s's `k8s_job_executor`). The tags below are
-read only by that executor: locally they are inert. Transcription asks for one GPU on a node of the
-configured accelerator and tolerates the taint GKE puts on GPU nodes; every other step asks for CPU
-and memory only, so it never lands on (or holds up) a GPU node.
+read only by that executor: locally they are inert. Transcription and the model evaluation ask for one
+GPU on a node of the configured accelerator and tolerate the taint GKE puts on GPU nodes; every other
+step asks for CPU and memory only, so it never lands on (or holds up) a GPU node.
 """
 
 import dagster as dg
 from dagster_k8s import k8s_job_executor
 
 from diary_platform.domain import catalog
+from diary_platform.domain.models.evaluation import MODEL_EVALUATION
 from diary_platform.settings import KubernetesSettings, Settings
 
 K8S_CONFIG = "dagster-k8s/config"
@@ -60,8 +61,12 @@ CPU_STEPS = {
 }
 
 
+# Steps that run the transcription models: the model evaluation measures them where the platform runs them.
+GPU_STEPS = (catalog.TRANSCRIPTS, MODEL_EVALUATION)
+
+
 def step_tags(settings: Settings, asset_name: str) -> dict[str, dict]:
-    if asset_name == catalog.TRANSCRIPTS:
+    if asset_name in GPU_STEPS:
         return gpu_step(settings.kubernetes)
     return CPU_STEPS[asset_name]
 

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from diary_platform.domain.audio.sandbox import SandboxLimits
 from diary_platform.domain.ingest.batching import GPU_BATCH_DEFAULTS, BatchLimits
 from diary_platform.domain.ingest.recovery import RECOVERY_WINDOW
+from diary_platform.domain.models.registry import load_registry
 from diary_platform.domain.notes.llm_config import load_router_config
 from diary_platform.domain.speech.guards import GuardConfig
 from diary_platform.domain.speech.policy import TranscriptionPolicy, load_policy
@@ -107,6 +108,7 @@ VARIABLES: dict[str, tuple[tuple[str, ...], Callable[[str], Any] | None]] = {
     "DIARY_TRANSCRIBE_WINDOW_SECONDS": (("transcriber", "window_seconds"), None),
     "DIARY_PACKING": (("transcriber", "packing"), None),
     "DIARY_TRANSCRIPTION_POLICY": (("transcription_policy",), None),
+    "DIARY_MODEL_REGISTRY": (("model_registry",), None),
     "DIARY_HALLUCINATION_SILENCE_THRESHOLD": (("transcriber", "hallucination_silence_threshold"), None),
     "DIARY_CPU_THREADS": (("transcriber", "cpu_threads"), None),
     "DIARY_GUARD_COMPRESSION_RATIO": (("guards", "compression_ratio_threshold"), None),
@@ -178,6 +180,7 @@ class Settings(BaseSettings):
     transcriber: TranscriberConfig = TranscriberConfig()
     guards: GuardConfig = GuardConfig()
     transcription_policy: Path | None = None
+    model_registry: Path | None = None
     llm_config: Path | None = None
     local_only: bool = False
     platform_prices_file: Path | None = None
@@ -213,6 +216,13 @@ class Settings(BaseSettings):
 
     def policy(self) -> TranscriptionPolicy:
         return load_policy(self.transcription_policy, self.transcriber)
+
+    @field_validator("model_registry")
+    @classmethod
+    def _registry_is_usable(cls, path: Path | None) -> Path | None:
+        """Like the policy: a bad registry file stops the definitions from loading."""
+        load_registry(path, TranscriberConfig())
+        return path
 
     @field_validator("partition_retention_days")
     @classmethod

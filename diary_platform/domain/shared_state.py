@@ -1,6 +1,6 @@
 """The control state every process of a deployment shares: batch manifests with their leases and give-ups,
 claims, the LLM breakers, the daily spend, the provider batches of notes that wait, the
-API's uploads and its webhook deliveries.
+API's uploads, its webhook deliveries and the model promotions.
 
 `open_shared_state` is the one place that picks where it lives: files in the data folder (one machine, no
 server: `batches/`, `claims/`, `state/breakers/`, `state/spend/`), or, given a database URL, tables in
@@ -17,6 +17,7 @@ import pybreaker
 from diary_platform.domain.ingest.api_uploads import ApiUploads, FileApiUploads, PostgresApiUploads
 from diary_platform.domain.ingest.batches import BatchStore, FileBatchStore, PostgresBatchStore
 from diary_platform.domain.ingest.claims import Claims, FileClaims, PostgresClaims
+from diary_platform.domain.models.registry import FileModelPromotions, ModelPromotions, PostgresModelPromotions
 from diary_platform.domain.notes.breakers import FileBreakerStorage, PostgresBreakerStorage
 from diary_platform.domain.notes.note_batches import FileNoteBatches, NoteBatches, PostgresNoteBatches
 from diary_platform.domain.notes.spend import DailySpend, FileDailySpend, PostgresDailySpend
@@ -34,6 +35,7 @@ class SharedState:
     note_batches: NoteBatches
     api_uploads: ApiUploads
     webhook_deliveries: WebhookDeliveries
+    model_promotions: ModelPromotions
     breaker_storage: Callable[[str], pybreaker.CircuitBreakerStorage]  # by provider name
     location: str
 
@@ -44,12 +46,13 @@ def open_shared_state(data_dir: Path, database_url: str | None = None) -> Shared
         database = state_database(database_url)
         return SharedState(
             PostgresBatchStore(database), PostgresClaims(database), PostgresDailySpend(database), PostgresNoteBatches(database),
-            PostgresApiUploads(database), PostgresWebhookDeliveries(database),
+            PostgresApiUploads(database), PostgresWebhookDeliveries(database), PostgresModelPromotions(database),
             lambda provider: PostgresBreakerStorage(database, provider), database.location,
         )
     root = Path(data_dir)
     return SharedState(
         FileBatchStore(root / "batches"), FileClaims(root / "claims"), FileDailySpend(root / "state"), FileNoteBatches(root / "state" / "note_batches"),
         FileApiUploads(root / "state" / "api_uploads"), FileWebhookDeliveries(root / "state" / "webhooks"),
+        FileModelPromotions(root / "state" / "model_promotions"),
         lambda provider: FileBreakerStorage(root / "state" / "breakers" / f"{provider}.json"), str(root),
     )

@@ -85,6 +85,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX IF NOT EXISTS diary_api_uploads_newest ON diary_api_uploads (user_name, created_at DESC, recording_id DESC)",
     ),
     WEBHOOK_MIGRATION,
+    (
+        # Model promotions (domain/models/registry.py): the newest of a kind is the baseline in force.
+        """CREATE TABLE IF NOT EXISTS diary_model_promotions (
+            id bigserial PRIMARY KEY,
+            kind text NOT NULL,
+            model_id text NOT NULL,
+            promoted_at timestamptz NOT NULL,
+            record jsonb NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS diary_model_promotions_newest ON diary_model_promotions (kind, promoted_at DESC, id DESC)",
+    ),
 )
 # Any constant both sides agree on: the key of the advisory lock that serializes migrations.
 _MIGRATION_LOCK = 0x6469617279

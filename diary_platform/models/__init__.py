@@ -1,0 +1,25 @@
+"""The models slice: the transcription models of the model registry measured on the golden set
+(`model_evaluation`, with the `candidate_not_worse` gate), and `promote_model`, which makes a candidate the
+baseline when the gate allows it. The registry and the evaluation themselves are domain code
+(domain/models/)."""
+
+from dataclasses import asdict
+
+import dagster as dg
+
+from diary_platform.models.model_evaluation import ModelRegistryResource, candidate_not_worse, model_evaluation_asset
+from diary_platform.models.promotion import promote_model
+from diary_platform.resources import WhisperTranscriber
+from diary_platform.settings import Settings
+
+
+def definitions(settings: Settings) -> dg.Definitions:
+    registry_file = str(settings.model_registry) if settings.model_registry else None
+    return dg.Definitions(
+        assets=[model_evaluation_asset(settings)],
+        asset_checks=[candidate_not_worse],
+        jobs=[promote_model],
+        resources={
+            "model_registry": ModelRegistryResource(registry_file=registry_file, whisper=WhisperTranscriber(**asdict(settings.transcriber)))
+        },
+    )

@@ -147,6 +147,8 @@ def test_keys_are_required_and_a_user_never_sees_anothers_recording(server, clip
         assert bob.get(f"/v1/recordings/{mine}/transcript.txt").status_code == 404
         assert mine not in [d["id"] for d in bob.get("/v1/recordings").json()["data"]]
         assert alice.get(f"/v1/recordings/{mine}").status_code == 200
+        for probe in ("..", "...", "%2e%2e", mine.upper(), mine + "0", "../bob/" + mine):
+            assert alice.get(f"/v1/recordings/{probe}").status_code == 404, probe
 
 
 def test_a_listing_pages_with_its_cursor(server, clips):

@@ -8,6 +8,7 @@ tables (documents.py). The synchronous OpenAI-compatible endpoint runs the same 
 
 import asyncio
 import base64
+import re
 import shutil
 import tempfile
 import threading
@@ -36,6 +37,7 @@ from diary_platform.domain.webhooks import UnsafeWebhookUrl, check_url, new_deli
 from diary_platform.settings import Settings
 
 BYTES_PER_BOOKING = 1024 * 1024
+RECORDING_ID = re.compile(r"[0-9a-f]{24}")
 FILE_TYPES = {"transcript.txt": ("txt_uri", "text/plain"), "transcript.srt": ("srt_uri", "application/x-subrip"),
               "transcript.vtt": ("vtt_uri", "text/vtt"), "transcript.json": ("json_uri", "application/json"),
               "note.md": ("note_uri", "text/markdown")}
@@ -339,7 +341,7 @@ def _readiness(platform: Platform) -> dict[str, bool]:
 
 def _own(platform: Platform, user: str, recording_id: str) -> ApiUpload:
     """The caller's upload, or 404: another user's recording is not found, not forbidden."""
-    upload = platform.state.api_uploads.get(user, recording_id) if len(recording_id) <= 64 else None
+    upload = platform.state.api_uploads.get(user, recording_id) if RECORDING_ID.fullmatch(recording_id) else None
     if upload is None:
         raise ApiError(404, f"no recording {recording_id!r}", "not_found")
     return upload

@@ -10,6 +10,7 @@ import dagster as dg
 from dagster_k8s import k8s_job_executor
 
 from diary_platform.domain import catalog
+from diary_platform.domain.models.drift import TRANSCRIPT_QUALITY
 from diary_platform.domain.models.evaluation import MODEL_EVALUATION
 from diary_platform.settings import KubernetesSettings, Settings
 
@@ -58,6 +59,7 @@ CPU_STEPS = {
     catalog.DAILY_DIGEST: cpu_step("500m", "1Gi"),
     catalog.COST_REPORT: cpu_step("250m", "1Gi"),
     catalog.STORAGE_TIERS: cpu_step("250m", "1Gi"),
+    TRANSCRIPT_QUALITY: cpu_step("500m", "2Gi"),  # eight days of transcripts and validated_audio tables
 }
 
 

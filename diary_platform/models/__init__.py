@@ -1,6 +1,7 @@
 """The models slice: the transcription models of the model registry measured on the golden set
-(`model_evaluation`, with the `candidate_not_worse` gate), and `promote_model`, which makes a candidate the
-baseline when the gate allows it. The registry and the evaluation themselves are domain code
+(`model_evaluation`, with the `candidate_not_worse` gate), `promote_model`, which makes a candidate the
+baseline when the gate allows it, and each day's transcript quality against the week before
+(`transcript_quality`, with its drift and jump checks; closed by `daily_job`). The registry and the evaluation themselves are domain code
 (domain/models/)."""
 
 from dataclasses import asdict
@@ -9,13 +10,14 @@ import dagster as dg
 
 from diary_platform.models.model_evaluation import ModelRegistryResource, candidate_not_worse, model_evaluation_asset
 from diary_platform.models.promotion import promote_model
+from diary_platform.models.transcript_quality import transcript_quality_definitions
 from diary_platform.resources import WhisperTranscriber
 from diary_platform.settings import Settings
 
 
 def definitions(settings: Settings) -> dg.Definitions:
     registry_file = str(settings.model_registry) if settings.model_registry else None
-    return dg.Definitions(
+    evaluation = dg.Definitions(
         assets=[model_evaluation_asset(settings)],
         asset_checks=[candidate_not_worse],
         jobs=[promote_model],
@@ -23,3 +25,4 @@ def definitions(settings: Settings) -> dg.Definitions:
             "model_registry": ModelRegistryResource(registry_file=registry_file, whisper=WhisperTranscriber(**asdict(settings.transcriber)))
         },
     )
+    return dg.Definitions.merge(evaluation, transcript_quality_definitions(settings))

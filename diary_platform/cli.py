@@ -267,20 +267,28 @@ def stale(
     rerun: bool = typer.Option(False, "--rerun", help="Transcribe them again (transcripts and notes only)."),
     as_json: bool = typer.Option(False, "--json", help="With --rerun: one JSON object per recording."),
 ) -> None:
-    """Batches whose transcripts the transcription policy (DIARY_TRANSCRIPTION_POLICY) now routes to other
-    settings, and how many recordings in each; --rerun transcribes exactly those again."""
+    """Batches whose transcripts the transcription policy (DIARY_TRANSCRIPTION_POLICY) or the model registry (a
+    promotion, an experiment) now routes to other settings, and how many recordings in each; --rerun
+    transcribes exactly those again."""
     from diary_platform.domain.catalog import TRANSCRIPTS, Catalog
+    from diary_platform.domain.models.assignment import ModelRouting
+    from diary_platform.domain.models.registry import load_registry
     from diary_platform.domain.speech.policy import stale_batches
-    from diary_platform.resources import open_store
+    from diary_platform.resources import open_state, open_store
     from diary_platform.runner import dagster_instance, retranscribe
 
     settings = Settings()
-    batches = stale_batches(settings.policy(), Catalog(open_store(settings)).every_batch(TRANSCRIPTS))
+    instance = dagster_instance(settings)
+    promotions = open_state(settings, instance).model_promotions
+    routing = ModelRouting(load_registry(settings.model_registry, settings.transcriber), promotions, datetime.now(timezone.utc))
+    batches = stale_batches(
+        settings.policy(), Catalog(open_store(settings)).every_batch(TRANSCRIPTS), lambda row: routing.transcription(row["user"])[1]
+    )
     for key, count in batches.items():
         console.print(f"{key}  {count} recording(s) transcribed under other settings")
     console.print(f"{len(batches)} stale batch(es)")
     if rerun and batches:
-        _print_report(retranscribe(settings, dagster_instance(settings), list(batches)), as_json)
+        _print_report(retranscribe(settings, instance, list(batches)), as_json)
 
 
 @app.command("instance-setup")

@@ -5,6 +5,7 @@ here are the schema the UI shows, never a second copy of the defaults.
 """
 
 from dataclasses import fields, replace
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from diary_platform.domain.notes.router import NoteRouter, RouterConfig
 from diary_platform.domain.notes.spend import load_prices
 from diary_platform.domain.shared_state import SharedState, open_shared_state
 from diary_platform.domain.speech.guards import GuardConfig
+from diary_platform.domain.models.assignment import ModelRouting
+from diary_platform.domain.models.registry import ModelPromotions, Registry, load_registry
 from diary_platform.domain.speech.policy import TranscriptionPolicy, load_policy
 from diary_platform.domain.speech.transcription import TranscriberConfig
 from diary_platform.domain.store.layout import DataStore
@@ -144,12 +147,22 @@ class WhisperTranscriber(dg.ConfigurableResource):
     packing: str
     cpu_threads: int
     policy_file: str | None = None
+    registry_file: str | None = None
+
+    def settings(self) -> TranscriberConfig:
+        return TranscriberConfig(**self.model_dump(exclude={"policy_file", "registry_file"}))
 
     def policy(self) -> TranscriptionPolicy:
         """The configured settings, with the rules of the transcription policy file on top."""
-        settings = self.model_dump()
-        policy_file = settings.pop("policy_file")
-        return load_policy(Path(policy_file) if policy_file else None, TranscriberConfig(**settings))
+        return load_policy(Path(self.policy_file) if self.policy_file else None, self.settings())
+
+    def registry(self) -> Registry:
+        """The model registry (DIARY_MODEL_REGISTRY) over these settings; without a file, they are the one model."""
+        return load_registry(Path(self.registry_file) if self.registry_file else None, self.settings())
+
+    def routing(self, promotions: ModelPromotions, now: datetime) -> ModelRouting:
+        """Which model each recording gets now: the baseline in force, or an experiment's candidate."""
+        return ModelRouting(self.registry(), promotions, now)
 
 
 class NoteWriterResource(dg.ConfigurableResource):

@@ -1,13 +1,14 @@
 import time
+from datetime import datetime, timezone
 
 import dagster as dg
 import polars as pl
 
 from diary_platform.batch.asset import batch_asset, batch_metadata, recordings_metadata, schema_check, step_span
-from diary_platform.domain import catalog, schemas, stages
 from diary_platform.batch.note_batches import COLLECT_TAG
+from diary_platform.domain import catalog, schemas, stages
 from diary_platform.domain.schemas import STATUS_OK, STATUS_PENDING
-from diary_platform.resources import NoteWriterResource, PlatformPricing, StoreResource
+from diary_platform.resources import NoteWriterResource, PlatformPricing, StoreResource, WhisperTranscriber
 from diary_platform.settings import Settings
 
 PREVIEW_NOTES = 5
@@ -30,6 +31,7 @@ def diary_notes_asset(settings: Settings) -> dg.AssetsDefinition:
         store: StoreResource,
         note_writer: NoteWriterResource,
         pricing: PlatformPricing,
+        whisper: WhisperTranscriber,
     ) -> pl.DataFrame:
         started = time.perf_counter()
         collecting = COLLECT_TAG in context.run.tags and store.catalog.has(catalog.DIARY_NOTES, context.partition_key)
@@ -41,7 +43,8 @@ def diary_notes_asset(settings: Settings) -> dg.AssetsDefinition:
             return upload.template if upload else None
 
         with step_span(context):
-            table = stages.write_notes(transcripts, note_writer.build(), store.store, previous, template_of=template_of)
+            routing = whisper.routing(store.shared_state.model_promotions, datetime.now(timezone.utc))
+            table = stages.write_notes(transcripts, note_writer.build(), store.store, previous, template_of=template_of, routing=routing)
         written = table.filter(pl.col("status") == STATUS_OK)
         waiting = table.filter(pl.col("status") == STATUS_PENDING)
         preview = "\n\n---\n\n".join(written["markdown"].head(PREVIEW_NOTES).to_list()) or "*No notes in this batch.*"

@@ -1,4 +1,5 @@
 import time
+from datetime import datetime, timezone
 
 import dagster as dg
 import polars as pl
@@ -33,14 +34,17 @@ def transcripts_asset(settings: Settings) -> dg.AssetsDefinition:
         pricing: PlatformPricing,
     ) -> pl.DataFrame:
         started = time.perf_counter()
+        routing = whisper.routing(store.shared_state.model_promotions, datetime.now(timezone.utc))
         with step_span(context):
-            table = stages.transcribe(validated_audio, whisper.policy(), guards.config(), store.store)
+            table = stages.transcribe(validated_audio, whisper.policy(), guards.config(), store.store, routing)
         dropped = int(table["dropped_segments"].list.len().sum())
         scores = table["avg_logprob"].drop_nulls()
         context.add_output_metadata(
             {
                 **batch_metadata(table, time.perf_counter() - started, "audio_seconds"),
-                "models": dg.MetadataValue.json(table.group_by("policy_rule", "model").len().sort("policy_rule").to_dicts()),
+                "models": dg.MetadataValue.json(
+                    table.group_by("policy_rule", "model", "model_version", "arm").len().sort("policy_rule").to_dicts()
+                ),
                 "dropped_segments": dropped,
                 **({"mean_avg_logprob": round(float(scores.mean()), 4)} if len(scores) else {}),
                 **recordings_metadata(context, store, pricing, catalog.TRANSCRIPTS, table),

@@ -20,6 +20,7 @@ from diary_platform.domain.audio.decode import AudioRejected
 from diary_platform.domain.audio.sandbox import DecodeResult, SandboxPool
 from diary_platform.domain.ingest.batches import BatchManifest
 from diary_platform.domain.instruments import recording_attributes
+from diary_platform.domain.models.assignment import ModelRouting
 from diary_platform.domain.notes.note import Note, NoteRequest
 from diary_platform.domain.notes.note_batches import COLLECTED, ENDED, NoteBatch
 from diary_platform.domain.notes.router import BATCH, NoteRouter, Plan
@@ -180,16 +181,26 @@ def _decoded_columns(decoded: DecodeResult, normalised_uri: str) -> dict:
     return columns
 
 
-def transcribe(validated: pl.DataFrame, policy: TranscriptionPolicy, guards: GuardConfig, store: DataStore) -> pl.DataFrame:
+def transcribe(
+    validated: pl.DataFrame, policy: TranscriptionPolicy, guards: GuardConfig, store: DataStore, routing: ModelRouting | None = None
+) -> pl.DataFrame:
     """Transcribe the batch, drop what the guards catch, write the transcript files.
 
-    The policy chooses each recording's settings (by its priority tag and duration); the recordings that
-    share settings go through the model together (`Transcriber.transcribe_batch`), and only where the
-    validation step's VAD heard speech: silence and noise are where Whisper models invent sentences.
+    The model registry (`routing`) gives each recording its model: the baseline, or a candidate for the
+    users an experiment assigns to it; the policy's rules then choose its settings (by its priority tag and
+    duration) over that model's. The recordings that share settings go through the model together
+    (`Transcriber.transcribe_batch`), and only where the validation step's VAD heard speech: silence and
+    noise are where Whisper models invent sentences.
     """
     meters = instruments.current()
     rows = validated.to_dicts()
-    choices = {row["recording_id"]: policy.choose(row.get("priority"), row["duration_seconds"] or 0.0) for row in rows}
+    assigned = {row["recording_id"]: routing.transcription(row["user"]) for row in rows} if routing else {}
+    choices = {
+        row["recording_id"]: (policy.on(assigned[row["recording_id"]][1]) if routing else policy).choose(
+            row.get("priority"), row["duration_seconds"] or 0.0
+        )
+        for row in rows
+    }
     heard = [row for row in rows if row["status"] == STATUS_OK and row["speech_ratio"]]
     results: dict[str, Transcript] = {}
     models: dict[str, str] = {}
@@ -224,11 +235,15 @@ def transcribe(validated: pl.DataFrame, policy: TranscriptionPolicy, guards: Gua
 
     def chosen(row: dict) -> dict:
         choice = choices[row["recording_id"]]
+        assignment = assigned[row["recording_id"]][0] if routing else None
         return {
             "model": models.get(row["recording_id"]) or choice.config.model,
             "compute_type": choice.config.compute_type,
             "policy_rule": choice.rule,
             "transcriber_version": choice.version,
+            "model_version": assignment.model_id if assignment else None,
+            "arm": assignment.arm if assignment else None,
+            "experiment": assignment.experiment if assignment else None,
             "audio_seconds": row["duration_seconds"] or 0.0,
         }
 
@@ -286,15 +301,21 @@ def write_notes(
     previous: pl.DataFrame | None = None,
     now: datetime | None = None,
     template_of: Callable[[dict], str | None] = lambda row: None,
+    routing: ModelRouting | None = None,
 ) -> pl.DataFrame:
     """A note per transcribed recording. A note that may wait goes into one provider batch per (provider,
     model) and its row is `pending` with the batch's record id; a batch that has ended is collected here.
     `previous`: the stored table when collecting, whose written notes are kept as they are (never written
     twice) and whose pending rows are collected from the batch they wait for. `template_of(row)`: the note
-    template asked for with the recording's upload, if any."""
+    template asked for with the recording's upload, if any. `routing`: the model registry's A/B arm of each
+    user (a candidate-arm note is tried on the experiment's model first)."""
     now = now or datetime.now(timezone.utc)
     rows = transcripts.to_dicts()
-    requests = {row["recording_id"]: _note_request(row, template_of(row)) for row in rows if row["status"] == STATUS_OK}
+    arms = {row["user"]: routing.notes_model(row["user"]) for row in rows} if routing else {}
+    requests = {
+        row["recording_id"]: _note_request(row, template_of(row), arms[row["user"]][1] if routing else None)
+        for row in rows if row["status"] == STATUS_OK
+    }
     kept, waiting_for = _earlier_notes(previous, requests)
     found = {batch_id: router.state.note_batches.get(batch_id) for batch_id in set(waiting_for.values())}
     waiting = {recording_id: found[batch_id] for recording_id, batch_id in waiting_for.items() if found[batch_id] is not None}
@@ -335,11 +356,17 @@ def write_notes(
             "latency_seconds": note.latency_seconds or time.perf_counter() - started,
         }
 
-    return _each_recording(rows, DIARY_NOTES, "write_note", write)
+    def arm(row: dict) -> dict:
+        assignment = arms[row["user"]][0] if routing else None
+        return {"model_version": assignment.model_id, "arm": assignment.arm, "experiment": assignment.experiment} if assignment else {}
+
+    return _each_recording(rows, DIARY_NOTES, "write_note", write, always=arm)
 
 
-def _note_request(row: dict, template: str | None) -> NoteRequest:
-    return NoteRequest(row["recording_id"], row["user"], row["recorded_at"], row["text"] or "", row["segments"], row.get("priority"), template)
+def _note_request(row: dict, template: str | None, first_choice: tuple[str, str] | None) -> NoteRequest:
+    return NoteRequest(
+        row["recording_id"], row["user"], row["recorded_at"], row["text"] or "", row["segments"], row.get("priority"), template, first_choice
+    )
 
 
 def _earlier_notes(previous: pl.DataFrame | None, requests: dict[str, NoteRequest]) -> tuple[dict[str, dict], dict[str, str]]:

@@ -8,7 +8,6 @@ import polars as pl
 
 from diary_platform.domain.models.evaluation import MODEL_EVALUATION, SCHEMA, evaluate, golden_references, promotion_gate
 from diary_platform.domain.models.registry import TRANSCRIPTION, Registry, load_registry
-from diary_platform.domain.speech.transcription import TranscriberConfig
 from diary_platform.k8s import step_tags
 from diary_platform.resources import StoreResource, WhisperTranscriber
 from diary_platform.settings import Settings
@@ -27,8 +26,7 @@ class ModelRegistryResource(dg.ConfigurableResource):
     whisper: WhisperTranscriber
 
     def registry(self) -> Registry:
-        base = TranscriberConfig(**self.whisper.model_dump(exclude={"policy_file"}))
-        return load_registry(Path(self.registry_file) if self.registry_file else None, base)
+        return load_registry(Path(self.registry_file) if self.registry_file else None, self.whisper.settings())
 
 
 def markdown(table: pl.DataFrame, baseline: str) -> str:

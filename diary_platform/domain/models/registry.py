@@ -97,6 +97,28 @@ class _Promotion(BaseModel):
     max_wer_increase: float = Field(0.01, ge=0, le=1)
 
 
+class _Experiment(BaseModel):
+    """An A/B test: a stable `share` of users gets `candidate` instead of the baseline, from `start` until `stop`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=MODEL_ID)
+    kind: Kind
+    candidate: str
+    share: float = Field(gt=0, le=1)
+    start: datetime | None = None
+    stop: datetime | None = None
+
+    @model_validator(mode="after")
+    def _window_is_ordered(self) -> "_Experiment":
+        for moment in (self.start, self.stop):
+            if moment is not None and moment.tzinfo is None:
+                raise ValueError("start and stop need a time zone (e.g. 2026-12-01T00:00:00Z)")
+        if self.start and self.stop and self.stop <= self.start:
+            raise ValueError("stop must come after start")
+        return self
+
+
 class _RegistryFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -106,6 +128,7 @@ class _RegistryFile(BaseModel):
     candidates: _Candidates = _Candidates()
     promotion: _Promotion = _Promotion()
     golden_sets: list[Path] = []
+    experiments: list[_Experiment] = []
 
     @model_validator(mode="after")
     def _roles_name_registered_models(self) -> "_RegistryFile":
@@ -123,6 +146,15 @@ class _RegistryFile(BaseModel):
                     raise ValueError(f"candidates.{kind}: {candidate!r} is not a registered {kind} model ({', '.join(ids) or 'none'})")
                 if candidate == baseline:
                     raise ValueError(f"candidates.{kind}: {candidate!r} is the baseline")
+        for index, experiment in enumerate(self.experiments):
+            ids = [entry.id for entry in getattr(self, experiment.kind)]
+            if experiment.candidate not in ids:
+                raise ValueError(f"experiments.{index}.candidate: {experiment.candidate!r} is not a registered {experiment.kind} model")
+            if experiment.candidate == getattr(self.baseline, experiment.kind):
+                raise ValueError(f"experiments.{index}.candidate: {experiment.candidate!r} is the baseline")
+        kinds = [experiment.kind for experiment in self.experiments]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError("experiments: one experiment per kind at a time (transcription, notes)")
         return self
 
 
@@ -146,6 +178,22 @@ class NotesModel:
     id: str
     provider: str
     model: str
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An A/B test of `kind`: users whose stable hash with the experiment's id falls under `share` get
+    `candidate` while the experiment runs (assignment.py)."""
+
+    id: str
+    kind: str
+    candidate: str
+    share: float
+    start: datetime | None = None
+    stop: datetime | None = None
+
+    def running(self, now: datetime) -> bool:
+        return (self.start is None or self.start <= now) and (self.stop is None or now < self.stop)
 
 
 @dataclass(frozen=True)
@@ -239,6 +287,10 @@ class Registry:
     max_wer_increase: float = 0.01
     golden_sets: tuple[Path, ...] = ()
     source: Path | None = None
+    experiments: tuple[Experiment, ...] = ()
+
+    def experiment(self, kind: str) -> "Experiment | None":
+        return next((e for e in self.experiments if e.kind == kind), None)
 
     def models(self, kind: str) -> dict[str, TranscriptionModel] | dict[str, NotesModel]:
         if kind not in KINDS:
@@ -308,6 +360,7 @@ def load_registry(path: Path | None, base: TranscriberConfig) -> Registry:
         max_wer_increase=parsed.promotion.max_wer_increase,
         golden_sets=golden_sets,
         source=path,
+        experiments=tuple(Experiment(e.id, e.kind, e.candidate, e.share, e.start, e.stop) for e in parsed.experiments),
     )
     if not transcription:  # notes only: transcription stays the platform's own settings
         default = default_registry(base)

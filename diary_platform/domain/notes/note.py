@@ -18,6 +18,7 @@ class NoteRequest:
     segments: list[dict] = field(default_factory=list)
     priority: str | None = None  # the landing tag; the router resolves it to urgent, normal or bulk
     template: str | None = None  # asked for with the upload; else the user's, else the configured one
+    first_choice: tuple[str, str] | None = None  # (provider, model) tried first: an A/B experiment's candidate
 
 
 @dataclass(frozen=True)

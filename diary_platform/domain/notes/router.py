@@ -208,6 +208,9 @@ class NoteRouter:
                 steps.append((found, models))
         if not entries:
             steps = [(r, r.spec.models) for r in self.chain]
+        first = self._route(request.first_choice[0]) if request.first_choice else None
+        if first is not None:  # an experiment's candidate model first, the route after it
+            steps.insert(0, (first, (request.first_choice[1],)))
         named = {r.spec.name for r, _ in steps}
         steps += [(r, r.spec.models) for r in self.chain if r.local and r.spec.name not in named]
         return Plan(priority, name, steps, route.batch)

@@ -18,6 +18,7 @@ The priority tag of an upload is the name of the folder just below the user's in
 """
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -105,6 +106,10 @@ class TranscriptionPolicy:
                 return _choice(rule.name, replace(self.base, **overrides))
         return _choice(DEFAULT_RULE, self.base)
 
+    def on(self, base: TranscriberConfig) -> "TranscriptionPolicy":
+        """The same rules over other base settings: those of the model a recording's A/B arm gets."""
+        return TranscriptionPolicy(base, self.rules)
+
     def version(self) -> str:
         """Changes with the base settings or any rule: for the asset's code version."""
         rules = [rule.model_dump() for rule in self.rules]
@@ -132,16 +137,20 @@ def load_policy(path: Path | None, base: TranscriberConfig) -> TranscriptionPoli
     return TranscriptionPolicy(base, parsed.rules)
 
 
-def stale_batches(policy: TranscriptionPolicy, transcripts: pl.DataFrame) -> dict[str, int]:
+def stale_batches(
+    policy: TranscriptionPolicy, transcripts: pl.DataFrame, base_of: Callable[[dict], TranscriberConfig] | None = None
+) -> dict[str, int]:
     """Batch key -> how many of its transcribed recordings the policy would now transcribe otherwise.
 
     Each row keeps the version of the settings it was transcribed with, so a changed rule marks the
-    batches of exactly the recordings it now routes differently, and no others."""
+    batches of exactly the recordings it now routes differently, and no others. `base_of(row)`: the
+    settings of the model the model registry now gives the row's user (a promotion, an experiment)."""
     if transcripts.is_empty() or "transcriber_version" not in transcripts.columns:
         return {}
     stale: dict[str, int] = {}
     for row in transcripts.filter(pl.col("status") == STATUS_OK).iter_rows(named=True):
-        if policy.choose(row.get("priority"), row["audio_seconds"]).version != row["transcriber_version"]:
+        chooser = policy.on(base_of(row)) if base_of else policy
+        if chooser.choose(row.get("priority"), row["audio_seconds"]).version != row["transcriber_version"]:
             stale[row["batch_key"]] = stale.get(row["batch_key"], 0) + 1
     return stale
 

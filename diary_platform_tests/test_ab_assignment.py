@@ -1,7 +1,7 @@
 """A/B tests of the model registry: stable assignment by user, the share honoured, the arm recorded per row
 for transcription and note writing, and an ended experiment sending everyone back to the baseline."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import dagster as dg
 import polars as pl

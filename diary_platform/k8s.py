@@ -12,6 +12,7 @@ from dagster_k8s import k8s_job_executor
 from diary_platform.domain import catalog
 from diary_platform.domain.models.drift import TRANSCRIPT_QUALITY
 from diary_platform.domain.models.evaluation import MODEL_EVALUATION
+from diary_platform.domain.models.note_quality import NOTE_QUALITY
 from diary_platform.settings import KubernetesSettings, Settings
 
 K8S_CONFIG = "dagster-k8s/config"
@@ -60,6 +61,7 @@ CPU_STEPS = {
     catalog.COST_REPORT: cpu_step("250m", "1Gi"),
     catalog.STORAGE_TIERS: cpu_step("250m", "1Gi"),
     TRANSCRIPT_QUALITY: cpu_step("500m", "2Gi"),  # eight days of transcripts and validated_audio tables
+    NOTE_QUALITY: cpu_step("500m", "1Gi"),
 }
 
 

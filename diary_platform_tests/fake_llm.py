@@ -291,6 +291,8 @@ class FakeLLM:
             note = {"title": "Missing everything else"}
         if behaviour == "bad_citation":
             note["events"].append({"text": "Something nobody said", "segments": [len(note["events"]) + 7]})
+        if behaviour == "unsupported":  # a real segment cited for a fact it does not say
+            note["events"].append({"text": "Went skydiving over the Alps with a circus troupe", "segments": [0]})
         if behaviour == "with_url":
             note["summary"] += " See https://evil.example.com/x and ![img](http://evil.example.com/i.png)"
         if behaviour == "leak_prompt":

@@ -101,3 +101,25 @@ def test_the_arm_and_model_are_recorded_per_row_and_an_ended_experiment_makes_th
         "back on the baseline, the candidate's transcripts are stale")
     assert ended.transcription("alice")[0].arm is None and ended.transcription("alice")[0].model_id == "tiny-greedy"
     assert BASELINE in {arm_of(Experiment("x", "transcription", "tiny-beam5", 0.5), f"u{n}", NOW) for n in range(20)}
+
+
+def test_a_promotion_marks_the_batches_it_leaves_behind_for_retranscription(tmp_path, monkeypatch, clips):
+    from diary_platform.batch.transcripts import CURRENT_MODELS
+    from diary_platform.definitions import build_resources
+    from diary_platform.domain.models.registry import ModelPromotion
+    from diary_platform.models.promotion import report_stale_transcripts
+
+    monkeypatch.setenv("DIARY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DIARY_MODEL_REGISTRY", str(registry_file(tmp_path, share=0.5, stop="2026-11-15T00:00:00Z")))
+    settings = Settings()
+    resources = build_resources(settings)
+    with dg.instance_for_test() as instance:
+        [result] = process_files([clips[1].path], "alice", settings, instance).results
+        store = resources["store"]
+        promotion = ModelPromotion("transcription", "tiny-beam5", "tiny-greedy", "alice", NOW)
+        assert report_stale_transcripts(instance, resources["whisper"], store, promotion) == {}, "nothing stale before the promotion"
+        store.shared_state.model_promotions.add(promotion)
+        assert report_stale_transcripts(instance, resources["whisper"], store, promotion) == {result.batch_key: 1}
+        record = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(dg.AssetKey("transcripts"), CURRENT_MODELS))
+        evaluation = record.event.dagster_event.asset_check_evaluation_data
+        assert not evaluation.passed and evaluation.partition == result.batch_key

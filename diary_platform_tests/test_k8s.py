@@ -127,7 +127,8 @@ def test_only_the_transcripts_step_asks_for_a_gpu(launched_jobs, k8s_settings):
     assets = {"raw_audio", "validated_audio", "transcripts", "diary_notes", "daily_digest", "cost_report", "storage_tiers", "transcript_quality"}
     checks = {
         "raw_audio_schema", "validated_audio_schema", "validated_audio_quarantine_share", "transcripts_schema",
-        "transcripts_mean_log_probability", "diary_notes_schema", "cost_report_within_daily_budget", "cost_report_budget_warning",
+        "transcripts_mean_log_probability", "transcripts_current_models", "diary_notes_schema", "cost_report_within_daily_budget",
+        "cost_report_budget_warning",
         "transcript_quality_quality_drift", "transcript_quality_quarantine_or_guard_jump",
     }
     assert set(launched_jobs) == assets | checks

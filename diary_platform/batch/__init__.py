@@ -13,7 +13,7 @@ from diary_platform.batch.recovery import recovery_sensor
 from diary_platform.batch.redrive import redrive_job, redriven_batches
 from diary_platform.batch.retention import retention_definitions
 from diary_platform.batch.webhooks import webhooks_sensor
-from diary_platform.batch.transcripts import mean_log_probability, transcripts_asset, transcripts_schema
+from diary_platform.batch.transcripts import current_models, mean_log_probability, transcripts_asset, transcripts_schema
 from diary_platform.batch.validated_audio import quarantine_share, validated_audio_asset, validated_audio_schema
 from diary_platform.settings import Settings
 
@@ -23,6 +23,7 @@ CHECKS = [
     quarantine_share,
     transcripts_schema,
     mean_log_probability,
+    current_models,
     diary_notes_schema,
 ]
 

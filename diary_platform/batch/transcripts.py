@@ -6,6 +6,7 @@ import polars as pl
 
 from diary_platform.batch.asset import batch_asset, batch_metadata, recordings_metadata, schema_check, step_span
 from diary_platform.domain import catalog, schemas, stages
+from diary_platform.domain.speech.policy import stale_batches
 from diary_platform.domain.speech.transcription import code_version
 from diary_platform.partitions import batch_partitions
 from diary_platform.resources import PlatformPricing, StoreResource, TranscriptGuards, WhisperTranscriber
@@ -72,3 +73,28 @@ def mean_log_probability(context: dg.AssetCheckExecutionContext, store: StoreRes
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"mean_avg_logprob": mean if mean is not None else float("nan"), "scored_recordings": len(scores)},
     )
+
+
+CURRENT_MODELS = "current_models"
+
+
+def stale_recordings(whisper: WhisperTranscriber, store: StoreResource, table: pl.DataFrame, now: datetime) -> dict[str, int]:
+    """Batch key -> recordings of `table` that the model registry (the baseline in force, an experiment's arm)
+    and the transcription policy would now transcribe with other settings."""
+    routing = whisper.routing(store.shared_state.model_promotions, now)
+    return stale_batches(whisper.policy(), table, lambda row: routing.transcription(row["user"])[1])
+
+
+@dg.asset_check(
+    asset=catalog.TRANSCRIPTS,
+    name=CURRENT_MODELS,
+    partitions_def=batch_partitions,
+    description=(
+        "Every transcript of the batch was made with the settings the model registry and the policy choose now. "
+        "`promote_model` fails it for the batches a promotion leaves behind; backfill `retranscribe` over them."
+    ),
+)
+def current_models(context: dg.AssetCheckExecutionContext, store: StoreResource, whisper: WhisperTranscriber) -> dg.AssetCheckResult:
+    table = store.catalog.batch(catalog.TRANSCRIPTS, context.partition_key)
+    stale = stale_recordings(whisper, store, table, datetime.now(timezone.utc)).get(context.partition_key, 0)
+    return dg.AssetCheckResult(passed=not stale, severity=dg.AssetCheckSeverity.WARN, metadata={"stale_recordings": stale})

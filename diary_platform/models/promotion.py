@@ -15,7 +15,9 @@ from pydantic import Field
 from diary_platform.domain.models.evaluation import MODEL_EVALUATION
 from diary_platform.domain.models.registry import TRANSCRIPTION, ModelPromotion, ModelPromotions, Registry
 from diary_platform.models.model_evaluation import CANDIDATE_NOT_WORSE, ModelRegistryResource
-from diary_platform.resources import StoreResource
+from diary_platform.batch.transcripts import CURRENT_MODELS, stale_recordings
+from diary_platform.domain import catalog
+from diary_platform.resources import StoreResource, WhisperTranscriber
 
 
 class PromotionRefused(Exception):
@@ -112,6 +114,18 @@ def latest_evaluation(instance: dg.DagsterInstance) -> Evaluation | None:
     )
 
 
+def report_stale_transcripts(instance: dg.DagsterInstance, whisper: WhisperTranscriber, store: StoreResource, promotion: ModelPromotion) -> dict[str, int]:
+    """Fail `current_models` for every batch the promotion leaves behind, so that the UI shows which transcripts
+    partitions to backfill with `retranscribe`; batch key -> its stale recordings."""
+    stale = stale_recordings(whisper, store, store.catalog.every_batch(catalog.TRANSCRIPTS), promotion.promoted_at)
+    for key, count in stale.items():
+        instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey(catalog.TRANSCRIPTS), check_name=CURRENT_MODELS, passed=False, partition=key,
+            severity=dg.AssetCheckSeverity.WARN, metadata={"stale_recordings": count, "promoted": promotion.model_id},
+        ))
+    return stale
+
+
 class PromotionConfig(dg.Config):
     model_id: str = Field(description="The transcription candidate to make the baseline (an id of the model registry).")
     promoted_by: str = Field(description="Who promotes it; recorded with the promotion.")
@@ -125,6 +139,8 @@ def promote(context: dg.OpExecutionContext, config: PromotionConfig, store: Stor
     except PromotionRefused as refused:
         raise dg.Failure(description=f"promotion refused: {refused}", allow_retries=False) from None
     promotions.add(promotion)
+    stale = report_stale_transcripts(context.instance, model_registry.whisper, store, promotion)
+    context.log.info(f"{len(stale)} batch(es) transcribed by the previous baseline: backfill `retranscribe` over them ({', '.join(sorted(stale)[:20])})")
     evidence = promotion.evidence
     context.log.info(
         f"{promotion.model_id} is the {promotion.kind} baseline (was {promotion.previous_id}), promoted by {promotion.promoted_by} "

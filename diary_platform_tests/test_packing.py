@@ -53,7 +53,7 @@ def test_a_window_time_maps_to_its_recording_and_a_gap_to_the_nearest_piece():
 
 
 def test_the_resource_carries_every_transcriber_setting():
-    assert set(WhisperTranscriber.model_fields) == {f.name for f in fields(TranscriberConfig)} | {"policy_file"}
+    assert set(WhisperTranscriber.model_fields) == {f.name for f in fields(TranscriberConfig)} | {"policy_file", "registry_file"}
 
 
 def _normalised_wav(clip, folder: Path, lead_seconds: float = 0.0) -> Speech:

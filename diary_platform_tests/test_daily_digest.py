@@ -7,7 +7,7 @@ import dagster as dg
 
 from diary_platform.daily import late_recordings_sensor
 from diary_platform.daily.daily_digest import daily_digest_asset
-from diary_platform.daily.todays_refresh import TodayCursor, plan, todays_refresh
+from diary_platform.daily.todays_refresh import DIGEST_EVERY_MINUTES, TodayCursor, plan, todays_refresh
 from diary_platform.definitions import build_definitions
 from diary_platform.definitions import build_resources
 from diary_platform.runner import process_files
@@ -89,17 +89,29 @@ def test_todays_costs_follow_each_landed_batch_and_the_digest_at_most_every_quar
             result = todays_refresh.evaluate_tick(context)
         return {tuple(key.to_user_string() for key in r.asset_selection): r.partition_key for r in result.run_requests}, result.cursor
 
+    def quarter_hour(moment: datetime) -> datetime:
+        return moment.replace(minute=moment.minute - moment.minute % DIGEST_EVERY_MINUTES, second=0, microsecond=0)
+
+    def digest_if_a_quarter_turned(cursor: str) -> dict:
+        """The real clock drives the sensor: a quarter hour that turned since the landing it saw makes the digest due."""
+        since = datetime.fromisoformat(TodayCursor.from_json(cursor).digest_due_since)
+        return {("daily_digest",): today} if quarter_hour(datetime.now(timezone.utc)) > since else {}
+
     requested, quiet = tick(None)
     assert requested == {}, "nothing landed yet"
     process_files([clips[0].path], "alice", settings, instance)
     requested, landed = tick(quiet)
-    assert requested == {("cost_report",): today}
+    assert requested == {("cost_report",): today}, "the digest is due from this landing on, not at it"
     requested, again = tick(landed)
-    assert requested == {}, "handled: nothing again until another batch lands"
+    if requested:  # a quarter hour turned between the ticks: the digest alone was due, and nothing else
+        assert requested == {("daily_digest",): today} == digest_if_a_quarter_turned(landed)
+        return
     assert TodayCursor.from_json(again).digest_due_since, "the digest waits for the next quarter hour"
     process_files([clips[1].path], "alice", settings, instance)
     requested, _ = tick(again)
-    assert requested == {("cost_report",): today}
+    digest = {("daily_digest",): today} if ("daily_digest",) in requested else {}
+    assert digest == {} or digest == digest_if_a_quarter_turned(again), "the digest only once its quarter hour began"
+    assert requested == {("cost_report",): today, **digest}
 
 
 def test_the_digest_waits_for_the_next_quarter_hour_and_a_run_in_progress_waits_for_the_next_tick():

@@ -31,7 +31,7 @@ experiments:
 """
 
 
-def registry_file(tmp_path, share=0.3, stop="2027-01-01T00:00:00Z"):
+def registry_file(tmp_path, share=0.3, stop="2099-01-01T00:00:00Z"):
     path = tmp_path / "registry.yaml"
     path.write_text(REGISTRY.format(share=share, stop=stop))
     return path
@@ -96,7 +96,7 @@ def test_the_arm_and_model_are_recorded_per_row_and_an_ended_experiment_makes_th
     registry = load_registry(settings.model_registry, settings.transcriber)
     ongoing = ModelRouting(registry, None, NOW)
     assert stale_batches(settings.policy(), transcripts, lambda r: ongoing.transcription(r["user"])[1]) == {}
-    ended = ModelRouting(registry, None, datetime(2027, 2, 1, tzinfo=timezone.utc))
+    ended = ModelRouting(registry, None, datetime(2100, 1, 1, tzinfo=timezone.utc))
     assert stale_batches(settings.policy(), transcripts, lambda r: ended.transcription(r["user"])[1]) == {key: 1}, (
         "back on the baseline, the candidate's transcripts are stale")
     assert ended.transcription("alice")[0].arm is None and ended.transcription("alice")[0].model_id == "tiny-greedy"
